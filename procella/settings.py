@@ -240,8 +240,9 @@ class Settings:
         if self.is_cluster and not self.encryption_key:
             fail(
                 "encryption_key",
-                "is required when state is shared (PostgreSQL or S3): every replica must use the same "
-                "key. Generate one with: python -c 'import secrets; print(secrets.token_hex(32))'",
+                "is required when state is shared (PostgreSQL or S3): every replica must use "
+                "the same key. Generate one with: "
+                "python -c 'import secrets; print(secrets.token_hex(32))'",
             )
         for field in (
             "workers",
@@ -287,11 +288,7 @@ def markdown_table() -> str:
     """The settings table of the README."""
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = s.default
-        if isinstance(default, bool):
-            shown = "true" if default else "false"
-        else:
-            shown = str(default)
+        shown = str(s.default).lower() if isinstance(s.default, bool) else str(s.default)
         shown = f"`{shown}`" if shown else "(empty)"
         lines.append(f"| `{s.env}` | {shown} | {s.help} |")
     return "\n".join(lines)

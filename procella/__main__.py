@@ -1,0 +1,3 @@
+from procella.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""The two credentials the CLI sends: ``token <api token>`` and ``update-token <lease>``."""
+
+from __future__ import annotations
+
+from quart import request
+
+from procella.api.context import services
+from procella.auth.models import Principal
+from procella.errors import Unauthorized
+
+
+def _credential(scheme: str) -> str:
+    header = request.headers.get("Authorization", "")
+    name, _, value = header.strip().partition(" ")
+    if not header:
+        raise Unauthorized("missing Authorization header; log in with an access token")
+    if name.lower() != scheme or not value.strip():
+        raise Unauthorized(f"expected 'Authorization: {scheme} <value>'")
+    return value.strip()
+
+
+async def principal() -> Principal:
+    """The caller of a user-token route (``Authorization: token ...``)."""
+    header = request.headers.get("Authorization", "")
+    # Bearer is accepted too, for scripts and other HTTP clients.
+    scheme = "bearer" if header.lower().startswith("bearer ") else "token"
+    return await services().auth.authenticate(_credential(scheme))
+
+
+def update_token() -> str:
+    """The lease of an update-token route (``Authorization: update-token ...``)."""
+    return _credential("update-token")

@@ -1,0 +1,182 @@
+"""Request bodies: size limits, gzip, and JSON that keeps the bytes it came from.
+
+The CLI gzips checkpoint, import, event and batch-secret bodies. Decompression is
+bounded (a small gzip bomb must not become gigabytes), and JSON parsing is strict:
+no NaN/Infinity, valid UTF-8, nesting beyond Python's recursion limit is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import zlib
+from json.decoder import scanstring  # type: ignore[attr-defined]
+from typing import Any
+
+from quart import request
+
+from procella.errors import BadRequest, PayloadTooLarge
+
+# Above this size, decompression and parsing move to a thread so the event loop stays free.
+OFFLOAD_BYTES = 256 * 1024
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate (possibly multi-member) gzip data, refusing to produce more than ``limit``."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            while data:
+                out += inflater.decompress(data, limit + 1 - len(out))
+                if len(out) > limit:
+                    raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+                data = inflater.unconsumed_tail
+            out += inflater.flush()
+        except zlib.error as exc:
+            raise BadRequest(f"invalid gzip body: {exc}") from None
+        if not inflater.eof:
+            raise BadRequest("invalid gzip body: truncated")
+        data = inflater.unused_data
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+    return bytes(out)
+
+
+async def read_body(max_inflated: int) -> bytes:
+    """The request body, gunzipped when ``Content-Encoding: gzip``."""
+    data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    assert isinstance(data, bytes)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return data
+    if encoding not in ("gzip", "x-gzip"):
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r}")
+    if len(data) > OFFLOAD_BYTES:
+        return await asyncio.to_thread(gunzip, data, max_inflated)
+    return gunzip(data, max_inflated)
+
+
+def _decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not UTF-8: {exc}") from None
+
+
+def parse_json(data: bytes) -> Any:
+    text = _decode_text(data)
+    if not text.strip():
+        raise BadRequest("request body is empty; expected JSON")
+    try:
+        value, end = _DECODER.raw_decode(text, _WS.match(text, 0).end())  # type: ignore[union-attr]
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if _WS.match(text, end).end() != len(text):  # type: ignore[union-attr]
+        raise BadRequest("request body has data after the JSON value")
+    return value
+
+
+def parse_object_members(data: bytes) -> dict[str, tuple[Any, bytes]]:
+    """Parse a JSON object; map each member to ``(value, exact bytes of its value)``.
+
+    The exact bytes let a checkpoint be stored as the CLI wrote it, which delta
+    checkpoints depend on: their offsets and hash are over that text.
+    """
+    text = _decode_text(data)
+    try:
+        return _members(text)
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except (ValueError, IndexError) as exc:
+        raise BadRequest(f"request body is not a valid JSON object: {exc}") from None
+
+
+def _members(text: str) -> dict[str, tuple[Any, bytes]]:
+    members: dict[str, tuple[Any, bytes]] = {}
+    i = _skip(text, 0)
+    if text[i] != "{":
+        raise ValueError("expected an object")
+    i = _skip(text, i + 1)
+    if text[i] == "}":
+        i += 1
+    else:
+        while True:
+            if text[i] != '"':
+                raise ValueError(f"expected a member name at {i}")
+            key, i = scanstring(text, i + 1, True)
+            i = _skip(text, i)
+            if text[i] != ":":
+                raise ValueError(f"expected ':' at {i}")
+            start = _skip(text, i + 1)
+            value, end = _DECODER.raw_decode(text, start)
+            members[key] = (value, text[start:end].encode("utf-8"))
+            i = _skip(text, end)
+            if text[i] == ",":
+                i = _skip(text, i + 1)
+                continue
+            if text[i] != "}":
+                raise ValueError(f"expected ',' or '}}' at {i}")
+            i += 1
+            break
+    if _skip(text, i) != len(text):
+        raise ValueError("data after the JSON object")
+    return members
+
+
+def _skip(text: str, i: int) -> int:
+    return _WS.match(text, i).end()  # type: ignore[union-attr]
+
+
+_REQUIRED = object()
+
+
+async def read_json(max_inflated: int, *, empty: Any = _REQUIRED) -> Any:
+    """The body as JSON; an empty body is ``empty`` when given, else an error."""
+    data = await read_body(max_inflated)
+    if empty is not _REQUIRED and not data.strip():
+        return empty
+    if len(data) > OFFLOAD_BYTES:
+        return await asyncio.to_thread(parse_json, data)
+    return parse_json(data)
+
+
+async def read_json_members(max_inflated: int) -> dict[str, tuple[Any, bytes]]:
+    data = await read_body(max_inflated)
+    if len(data) > OFFLOAD_BYTES:
+        return await asyncio.to_thread(parse_object_members, data)
+    return parse_object_members(data)
+
+
+def require_object(value: Any, what: str = "request body") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+def field(
+    obj: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True
+) -> Any:
+    """``obj[name]`` checked against ``kind`` (bool is never an int here)."""
+    if name not in obj or obj[name] is None:
+        if required:
+            raise BadRequest(f"missing field {name!r}")
+        return None
+    value = obj[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise BadRequest(f"field {name!r} has the wrong type")
+    if not isinstance(value, kinds):
+        raise BadRequest(f"field {name!r} has the wrong type")
+    return value

@@ -1,0 +1,34 @@
+"""The services one app instance works with, kept on ``app.extensions`` (not on ``g``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from procella.auth.service import AuthService
+from procella.blobs.base import BlobStore
+from procella.metadata.base import MetadataStore
+from procella.secrets.service import SecretsService
+from procella.settings import Settings
+from procella.stacks.service import StackService
+from procella.updates.service import UpdateService
+
+EXTENSION = "procella"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    meta: MetadataStore
+    blobs: BlobStore
+    auth: AuthService
+    stacks: StackService
+    updates: UpdateService
+    secrets: SecretsService
+    draining: bool = field(default=False)
+
+
+def services() -> Services:
+    found: Services = current_app.extensions[EXTENSION]
+    return found

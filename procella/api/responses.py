@@ -1,0 +1,44 @@
+"""Small response helpers shared by the handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import Response, request
+
+from procella.errors import BadRequest
+from procella.stacks.models import StackRef, check_ref
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    body = json.dumps(value, separators=(",", ":"))
+    return Response(body, status=status, content_type="application/json")
+
+
+def raw_json_response(body: bytes) -> Response:
+    return Response(body, status=200, content_type="application/json")
+
+
+def no_content() -> Response:
+    return Response(b"", status=204)
+
+
+def stack_ref(org: str, project: str, stack: str) -> StackRef:
+    """The stack a URL names, checked against the CLI's naming rules."""
+    return check_ref(StackRef(org, project, stack))
+
+
+def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer query parameter within bounds, or ``default`` when absent."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise BadRequest(f"query parameter {name!r} must be between {minimum}{upper}")
+    return value

@@ -1,0 +1,150 @@
+"""The ``procella`` command: serve, migrate, gc, token, settings.
+
+Every command reads the same ``PROCELLA_*`` settings as the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from procella import logs
+from procella.auth.models import Role
+from procella.errors import ConfigurationError
+from procella.settings import Settings, markdown_table
+
+if TYPE_CHECKING:
+    from procella.api.context import Services
+
+T = TypeVar("T")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Open the stores (no admin bootstrap), run ``work(services)``, close them."""
+    from procella.app import close_services, open_services
+
+    async def main() -> T:
+        try:
+            services = await open_services(settings, bootstrap=False)
+        except ConfigurationError as exc:
+            raise click.ClickException(exc.message) from None
+        try:
+            return await work(services)
+        finally:
+            await close_services(services)
+
+    return asyncio.run(main())
+
+
+@click.group()
+def main() -> None:
+    """Procella, a self-hosted backend for the Pulumi CLI."""
+
+
+@main.command()
+@click.option("--listen", help="Address to listen on (PROCELLA_LISTEN_ADDR), e.g. :9090.")
+@click.option("--workers", type=int, help="Worker processes (PROCELLA_WORKERS).")
+def serve(listen: str | None, workers: int | None) -> None:
+    """Serve the Pulumi service API (with hypercorn)."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    settings = _settings(listen_addr=listen, workers=workers)
+    logs.configure(settings.log_level)
+    host, port = settings.listen_host_port
+    config = Config()
+    config.application_path = "procella.app:create_app()"
+    config.bind = [f"{host}:{port}"]
+    # hypercorn's "0 workers" serves in this process; more spawn worker processes.
+    config.workers = 0 if settings.workers == 1 else settings.workers
+    config.graceful_timeout = settings.shutdown_timeout_seconds
+    config.errorlog = "-"
+    if settings.log_level.upper() == "DEBUG":
+        config.accesslog = "-"
+    config.keep_alive_timeout = 75  # longer than the idle timeouts of common load balancers
+    # Worker processes rebuild the settings from the environment: pass the overrides on.
+    if listen is not None:
+        os.environ["PROCELLA_LISTEN_ADDR"] = listen
+    sys.exit(run(config))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending schema migrations and exit."""
+
+    async def work(services: Services) -> list[str]:
+        return await services.meta.migrate()
+
+    applied = _run(_settings(migrate_on_start=False), work)
+    click.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+@main.command()
+@click.option("--once", is_flag=True, required=True, help="Run one cycle now and exit.")
+def gc(once: bool) -> None:
+    """Run one garbage-collection cycle (as the background worker does)."""
+    from procella.workers.gc import run_gc_once
+
+    settings = _settings()
+
+    async def work(services: Services) -> object:
+        return await run_gc_once(services.meta, services.blobs, settings)
+
+    click.echo(str(_run(settings, work)))
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.option("--org", required=True, help="Organization the token's user belongs to.")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "member", "admin"]),
+    default="member",
+    show_default=True,
+)
+@click.option("--user", "login", help="User login (default: <org>-<role>).")
+@click.option("--name", help="Token name, shown by `pulumi whoami -v` (default: cli).")
+def token_create(org: str, role: str, login: str | None, name: str | None) -> None:
+    """Mint an API token and print it (it is stored only as a hash)."""
+
+    async def work(services: Services) -> str:
+        return await services.auth.create_token(
+            org, Role.parse(role), login or f"{org}-{role}", name or "cli"
+        )
+
+    try:
+        click.echo(_run(_settings(), work))
+    except ConfigurationError as exc:  # e.g. an invalid organization name
+        raise click.ClickException(exc.message) from None
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="Print the README's settings table.")
+def settings(markdown: bool) -> None:
+    """List every setting and its current value (secrets hidden)."""
+    if markdown:
+        click.echo(markdown_table())
+        return
+    from procella.settings import SETTINGS
+
+    current = _settings()
+    for s in SETTINGS:
+        value = getattr(current, s.field)
+        shown = "(set)" if s.secret and value else value
+        click.echo(f"{s.env}={shown}")

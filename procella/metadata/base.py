@@ -1,0 +1,155 @@
+"""The metadata seam: what every metadata backend (SQLite, PostgreSQL) must provide.
+
+A backend gives transactions; the queries themselves are written once, in portable SQL,
+in ``procella.metadata.queries``, and run on the backend's ``Connection``. Every rule that
+must hold across replicas (one running update per stack, lease checks, sequence numbers)
+is decided inside one of these transactions, against rows locked with ``FOR UPDATE`` on
+PostgreSQL or under SQLite's single writer, never in process memory.
+
+Times are integers: milliseconds since the Unix epoch, from the database's clock, so that
+replicas with skewed clocks still agree on whether a lease has expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+
+class UniqueViolation(Exception):
+    """Raised by a ``Connection`` when an insert or update breaks a unique constraint.
+
+    ``constraint`` names the index or constraint when the driver reports it.
+    """
+
+    def __init__(self, constraint: str = "") -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+class Connection(Protocol):
+    """One database session inside a transaction, as the portable queries see it.
+
+    SQL uses ``?`` placeholders and two tokens the backend rewrites: ``NOW_MS`` (the
+    database clock in epoch milliseconds) and ``FOR UPDATE`` (dropped where the whole
+    database is locked by the transaction anyway).
+    """
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+        ...
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """Run a query and return its first row, or None."""
+        ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a query and return all its rows."""
+        ...
+
+
+class MetadataStore(Protocol):
+    """A metadata backend. ``procella.metadata.open_metadata_store`` picks one by URL."""
+
+    async def open(self) -> None:
+        """Connect. Raises ``ConfigurationError`` when the database cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations (safe when several replicas start at once).
+
+        Returns the names of the migrations applied by this call.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``TransientStoreError`` unless the database answers."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A read-write transaction. It commits when the block exits normally."""
+        ...
+
+    def read(self) -> AbstractAsyncContextManager[Connection]:
+        """A read-only transaction (a consistent snapshot)."""
+        ...
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Try to become the one holder of ``name`` in the whole deployment.
+
+        Yields True to the holder and False to everyone else, without waiting. The hold
+        ends when the block exits, or when the holder's process or connection dies.
+        """
+        ...
+
+
+# Records returned by the queries ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrincipalRecord:
+    user_id: str
+    login: str
+    site_admin: bool
+    token_name: str
+    roles: dict[str, str]  # org name -> role
+
+
+@dataclass(frozen=True)
+class StackRecord:
+    id: str
+    org_id: str
+    org: str
+    project: str
+    name: str
+    version: int
+    active_update_id: str | None
+    resource_count: int
+    created_at: int
+    last_update_at: int | None
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    id: str
+    stack_id: str
+    kind: str
+    is_preview: bool
+    status: str
+    version: int | None
+    created_by: str
+    created_at: int
+    started_at: int | None
+    ended_at: int | None
+    lease_hash: str | None
+    lease_expires_at: int | None
+    lease_live: bool  # lease_expires_at is later than the database clock at read time
+    checkpoint_seq: int
+    checkpoint_sha: str | None
+    program: str
+    config: str
+    metadata: str
+    resource_changes: str | None
+    resource_count: int | None
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    stack_id: str
+    version: int
+    update_id: str | None
+    sha256: str
+    size: int
+    data: bytes | None  # inline text, or None when it lives in the blob store
+    blob_key: str | None
+    created_at: int

@@ -1,0 +1,187 @@
+"""SQLite metadata store: the embedded default, for one machine.
+
+One connection writes, under an asyncio lock, in ``BEGIN IMMEDIATE`` transactions (the
+shape of datasette's write thread); a few more connections read, so long reads never wait
+for writes (WAL mode). Several server processes may share the file: SQLite's own locking
+and ``busy_timeout`` serialize their writers. ``exclusive()`` is a lock file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from procella.errors import ConfigurationError, TransientStoreError
+from procella.metadata import migrations
+from procella.metadata.base import Row, UniqueViolation
+
+log = logging.getLogger(__name__)
+
+_NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+_FOR_UPDATE = re.compile(r"\s+FOR UPDATE( OF \w+)?")
+_READERS = 4
+_BUSY_TIMEOUT_MS = 30_000
+
+
+@lru_cache(maxsize=512)
+def _translate(sql: str) -> str:
+    return _FOR_UPDATE.sub("", sql).replace("NOW_MS", _NOW_MS)
+
+
+def _map_error(exc: sqlite3.Error) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+        return UniqueViolation(str(exc))
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return TransientStoreError("the database is busy; retry")
+    return exc
+
+
+class SqliteConnection:
+    """The ``Connection`` of one transaction on an aiosqlite connection."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            cursor = await self._db.execute(_translate(sql), params)
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._db.executemany(_translate(sql), rows)
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            async with self._db.execute(_translate(sql), params) as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+        return None if row is None else tuple(row)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            async with self._db.execute(_translate(sql), params) as cursor:
+                rows = await cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+        return [tuple(r) for r in rows]
+
+
+class SqliteStore:
+    """``MetadataStore`` on a SQLite file."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all: list[aiosqlite.Connection] = []
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        self._all.append(db)
+        return db
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = await self._connect()
+            for _ in range(_READERS):
+                self._readers.put_nowait(await self._connect())
+        except (OSError, sqlite3.Error) as exc:
+            await self.close()
+            raise ConfigurationError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        for db in self._all:
+            await db.close()
+        self._all.clear()
+        self._writer = None
+        self._readers = asyncio.Queue()
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.fetchone("SELECT 1")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteConnection]:
+        assert self._writer is not None, "store is not open"
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _map_error(exc) from exc
+            try:
+                yield SqliteConnection(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqliteConnection]:
+        db = await self._readers.get()
+        try:
+            await db.execute("BEGIN")
+            try:
+                yield SqliteConnection(db)
+            finally:
+                await db.execute("ROLLBACK")
+        finally:
+            self._readers.put_nowait(db)
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        lock_path = self.path.with_name(f"{self.path.name}.{name}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    async def migrate(self) -> list[str]:
+        applied: list[str] = []
+        async with self.transaction() as conn:
+            await conn.execute(migrations.CREATE_TABLE)
+            done = {r[0] for r in await conn.fetchall("SELECT name FROM schema_migrations")}
+            for name, statements in migrations.load(self.dialect):
+                if name in done:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, NOW_MS)", (name,)
+                )
+                applied.append(name)
+                log.info("applied migration %s", name)
+        return applied

@@ -1,0 +1,280 @@
+"""Stacks: create, find, list, tag, rename, delete, and their state (export and import)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass
+
+from procella.auth.models import Principal, Role
+from procella.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    NotFound,
+    StackNotEmpty,
+    UpdateConflict,
+)
+from procella.metadata.base import Connection, MetadataStore, StackRecord, UniqueViolation
+from procella.metadata.queries import auth as auth_q
+from procella.metadata.queries import checkpoints as checkpoint_q
+from procella.metadata.queries import new_id
+from procella.metadata.queries import stacks as stack_q
+from procella.metadata.queries import updates as update_q
+from procella.stacks.models import StackRef, check_org_name, check_project_name, check_stack_name
+from procella.updates import checkpoints as cp
+from procella.updates.texts import CheckpointTexts, StoredText
+
+LIST_PAGE_SIZE = 100
+CONFLICT_MESSAGE = "Another update is currently in progress."
+
+
+@dataclass(frozen=True)
+class StackView:
+    """A stack with everything ``GET STACK`` shows."""
+
+    record: StackRecord
+    tags: dict[str, str]
+    running_kind: str | None = None
+    running_author: str | None = None
+    running_started_at: int | None = None
+
+
+@dataclass(frozen=True)
+class StackPage:
+    stacks: list[stack_q.StackSummaryRow]
+    continuation_token: str | None
+
+
+def stack_not_found(ref: StackRef) -> NotFound:
+    return NotFound(f"Stack '{ref}' not found")
+
+
+class StackService:
+    def __init__(self, meta: MetadataStore, texts: CheckpointTexts) -> None:
+        self.meta = meta
+        self.texts = texts
+
+    # Lookups -------------------------------------------------------------------------
+
+    async def resolve(self, principal: Principal, ref: StackRef, needed: Role) -> StackRecord:
+        """The stack at ``ref`` if the caller holds ``needed`` in its org."""
+        principal.require(ref.org, needed)
+        async with self.meta.read() as conn:
+            stack = await stack_q.get(conn, ref.org, ref.project, ref.stack)
+        if stack is None:
+            raise stack_not_found(ref)
+        return stack
+
+    async def view(self, principal: Principal, ref: StackRef) -> StackView:
+        principal.require(ref.org, Role.VIEWER)
+        async with self.meta.read() as conn:
+            stack = await stack_q.get(conn, ref.org, ref.project, ref.stack)
+            if stack is None:
+                raise stack_not_found(ref)
+            tags = await stack_q.tags(conn, stack.id)
+            running = None
+            if stack.active_update_id is not None:
+                running = await update_q.get(conn, stack.active_update_id)
+        if running is None:
+            return StackView(stack, tags)
+        return StackView(stack, tags, running.kind, running.created_by, running.started_at)
+
+    async def project_exists(self, principal: Principal, org: str, project: str) -> bool:
+        principal.require(org, Role.VIEWER)
+        async with self.meta.read() as conn:
+            return await stack_q.project_exists(conn, org, project)
+
+    async def list(
+        self, principal: Principal, f: stack_q.StackFilter, token: str | None
+    ) -> StackPage:
+        after = _decode_page_token(token) if token else None
+        async with self.meta.read() as conn:
+            rows = await stack_q.list_page(conn, f, after, LIST_PAGE_SIZE + 1)
+        more = len(rows) > LIST_PAGE_SIZE
+        rows = rows[:LIST_PAGE_SIZE]
+        next_token = _encode_page_token(rows[-1]) if more else None
+        return StackPage(rows, next_token)
+
+    # Changes -------------------------------------------------------------------------
+
+    async def create(
+        self, principal: Principal, ref: StackRef, tags: dict[str, str], state: bytes | None
+    ) -> StackRecord:
+        """Create a stack; ``state`` (an UntypedDeployment text) becomes version 0."""
+        check_project_name(ref.project)
+        check_stack_name(ref.stack)
+        principal.require(ref.org, Role.MEMBER)
+        stack_id = new_id()
+        stored = None if state is None else await self.texts.store(stack_id, state)
+        async with self.meta.transaction() as conn:
+            org_id = await auth_q.org_id(conn, ref.org)
+            if org_id is None:
+                # Only site administrators get here for an org that does not exist yet.
+                org_id = await auth_q.ensure_org(conn, check_org_name(ref.org))
+            try:
+                await stack_q.insert(conn, stack_id, org_id, ref.project, ref.stack)
+            except UniqueViolation:
+                raise AlreadyExists(f"stack '{ref}' already exists") from None
+            await stack_q.replace_tags(conn, stack_id, tags)
+            if stored is not None:
+                await _put_checkpoint(conn, stack_id, 0, None, stored)
+            stack = await stack_q.get_by_id(conn, stack_id)
+        assert stack is not None
+        return stack
+
+    async def delete(self, principal: Principal, ref: StackRef, *, force: bool) -> None:
+        principal.require(ref.org, Role.ADMIN)
+        async with self.meta.transaction() as conn:
+            stack = await _locked(conn, ref)
+            if not force:
+                running = await update_q.running_for_stack(conn, stack.id)
+                if running is not None and running.lease_live:
+                    raise UpdateConflict(CONFLICT_MESSAGE)
+                if stack.resource_count > 0:
+                    raise StackNotEmpty("Bad Request: Stack still contains resources.")
+            await stack_q.delete(conn, stack.id)
+
+    async def set_tags(self, principal: Principal, ref: StackRef, tags: dict[str, str]) -> None:
+        principal.require(ref.org, Role.MEMBER)
+        async with self.meta.transaction() as conn:
+            stack = await _locked(conn, ref)
+            await stack_q.replace_tags(conn, stack.id, tags)
+
+    async def rename(
+        self, principal: Principal, ref: StackRef, new_project: str, new_name: str
+    ) -> None:
+        """Rename (and maybe move to another project); secrets keep working.
+
+        The "service" secrets provider in the state names the stack, and the CLI calls
+        that name to decrypt. So the current state is rewritten with the new name as a
+        new version, recorded in the history as a ``rename``.
+        """
+        check_project_name(new_project)
+        check_stack_name(new_name)
+        new_ref = StackRef(ref.org, new_project, new_name)
+        stack = await self.resolve(principal, ref, Role.MEMBER)
+        if new_ref == ref:
+            return
+        async with self.meta.read() as conn:
+            latest = await checkpoint_q.latest(conn, stack.id)
+        stored = None
+        if latest is not None:
+            text = await self.texts.load(latest)
+            renamed = await asyncio.to_thread(_rename_secrets_provider, text, new_ref)
+            if renamed is not None:
+                stored = await self.texts.store(stack.id, renamed)
+        async with self.meta.transaction() as conn:
+            locked = await _locked(conn, ref)
+            if await update_q.running_for_stack(conn, stack.id) is not None:
+                raise UpdateConflict(CONFLICT_MESSAGE)
+            if locked.id != stack.id or locked.version != stack.version:
+                raise Conflict("the stack changed during the rename; try again")
+            try:
+                await stack_q.rename(conn, stack.id, new_project, new_name)
+            except UniqueViolation:
+                raise AlreadyExists(f"stack '{new_ref}' already exists") from None
+            if stored is not None:
+                version = await stack_q.next_version(conn, stack.id)
+                await self._put_state(conn, locked, version, "rename", principal, stored)
+
+    async def import_state(self, principal: Principal, ref: StackRef, text: bytes) -> str:
+        """Make ``text`` (a validated UntypedDeployment) the stack's state; return the
+        id of the ``import`` history entry."""
+        stack = await self.resolve(principal, ref, Role.MEMBER)
+        parsed = await asyncio.to_thread(cp.parse_deployment, text)
+        stored = await self.texts.store(stack.id, text)
+        async with self.meta.transaction() as conn:
+            locked = await _locked(conn, ref)
+            if locked.id != stack.id:
+                raise Conflict("the stack changed during the import; try again")
+            if await update_q.running_for_stack(conn, stack.id) is not None:
+                raise UpdateConflict(CONFLICT_MESSAGE)
+            version = await stack_q.next_version(conn, stack.id)
+            return await self._put_state(
+                conn, locked, version, "import", principal, stored, cp.count_resources(parsed)
+            )
+
+    async def _put_state(
+        self,
+        conn: Connection,
+        stack: StackRecord,
+        version: int,
+        kind: str,
+        principal: Principal,
+        stored: StoredText,
+        resource_count: int | None = None,
+    ) -> str:
+        """Record a state change that completed at once, as a history entry."""
+        count = stack.resource_count if resource_count is None else resource_count
+        update_id = await update_q.insert_finished(
+            conn, stack.id, kind, version, principal.login, count
+        )
+        await _put_checkpoint(conn, stack.id, version, update_id, stored)
+        await stack_q.record_state(conn, stack.id, count)
+        return update_id
+
+    # State -----------------------------------------------------------------------------
+
+    async def export(
+        self, principal: Principal, ref: StackRef, version: int | None = None
+    ) -> bytes:
+        """The stack's state (as of ``version``), exactly as it was stored."""
+        stack = await self.resolve(principal, ref, Role.VIEWER)
+        async with self.meta.read() as conn:
+            if version is None:
+                record = await checkpoint_q.latest(conn, stack.id)
+            else:
+                if not 0 <= version <= stack.version:
+                    raise NotFound(f"stack '{ref}' has no version {version}")
+                record = await checkpoint_q.latest(conn, stack.id, at_most=version)
+        if record is None:
+            return cp.EMPTY_DEPLOYMENT
+        return await self.texts.load(record)
+
+
+async def _put_checkpoint(
+    conn: Connection, stack_id: str, version: int, update_id: str | None, stored: StoredText
+) -> None:
+    await checkpoint_q.put(
+        conn, stack_id, version, update_id, stored.sha256, stored.size, stored.data, stored.blob_key
+    )
+
+
+async def _locked(conn: Connection, ref: StackRef) -> StackRecord:
+    stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
+    if stack is None:
+        raise stack_not_found(ref)
+    return stack
+
+
+def _rename_secrets_provider(text: bytes, new_ref: StackRef) -> bytes | None:
+    """The state with its service secrets provider pointing at ``new_ref``, or None if it
+    has no such provider (then nothing needs rewriting)."""
+    wrapper = cp.parse_deployment(text)
+    deployment = wrapper.get("deployment")
+    provider = deployment.get("secrets_providers") if isinstance(deployment, dict) else None
+    if not isinstance(provider, dict) or provider.get("type") != "service":
+        return None
+    state = provider.get("state")
+    if not isinstance(state, dict):
+        return None
+    state["project"] = new_ref.project
+    state["stack"] = new_ref.stack
+    return json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _encode_page_token(row: stack_q.StackSummaryRow) -> str:
+    raw = json.dumps([row.org, row.project, row.name], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_page_token(token: str) -> tuple[str, str, str]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError):
+        raise BadRequest("invalid continuationToken") from None
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+        raise BadRequest("invalid continuationToken")
+    return (value[0], value[1], value[2])

@@ -1,0 +1,33 @@
+"""A per-replica cache of checkpoint texts, keyed by their SHA-256.
+
+Delta checkpoints need the previous text of the update. Fetching it from the database or
+the blob store on every step is the slow part of a large stack, so recent texts are kept
+here. The key is the content's own hash, and the caller always asks for the hash the
+database row holds, so a miss costs a read and a stale entry cannot exist.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class CheckpointCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, sha256: str) -> bytes | None:
+        text = self._items.get(sha256)
+        if text is not None:
+            self._items.move_to_end(sha256)
+        return text
+
+    def put(self, sha256: str, text: bytes) -> None:
+        if len(text) > self.max_bytes or sha256 in self._items:
+            return
+        self._items[sha256] = text
+        self._size += len(text)
+        while self._size > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._size -= len(evicted)

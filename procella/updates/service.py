@@ -1,0 +1,373 @@
+"""The update lifecycle: create, start, lease, checkpoints, events, complete, cancel.
+
+Rules that must hold across replicas are decided in the database: the stack row lock
+and a unique index allow one running update per stack; every update-token call checks
+the lease against the database clock; checkpoint sequence numbers advance by
+compare-and-set. Work that needs no lock (building a checkpoint text, writing its blob)
+happens before the transaction, so locks are held only for a few statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from procella.auth.models import Principal, Role, new_lease_token, token_hash
+from procella.errors import BadRequest, Conflict, LeaseInvalid, NotFound, UpdateConflict
+from procella.metadata.base import Connection, MetadataStore, UniqueViolation, UpdateRecord
+from procella.metadata.queries import checkpoints as checkpoint_q
+from procella.metadata.queries import events as event_q
+from procella.metadata.queries import stacks as stack_q
+from procella.metadata.queries import updates as update_q
+from procella.stacks.models import StackRef, check_tags
+from procella.stacks.service import CONFLICT_MESSAGE, StackService
+from procella.updates import checkpoints as cp
+from procella.updates.models import COMPLETE_STATUSES
+from procella.updates.texts import CheckpointTexts
+
+
+@dataclass(frozen=True)
+class NewUpdate:
+    """What ``POST STACK/{kind}`` carries, already validated by the API layer."""
+
+    kind: str
+    is_preview: bool
+    program: dict[str, Any]
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Lease:
+    version: int
+    token: str
+    expires_at_ms: int
+
+
+@dataclass(frozen=True)
+class Event:
+    sequence: int
+    kind: str
+    body: str  # the event as JSON text
+
+
+class UpdateService:
+    def __init__(
+        self,
+        meta: MetadataStore,
+        stacks: StackService,
+        texts: CheckpointTexts,
+        lease_max_seconds: int,
+    ) -> None:
+        self.meta = meta
+        self.stacks = stacks
+        self.texts = texts
+        self.lease_max_seconds = lease_max_seconds
+
+    # User-token calls ------------------------------------------------------------------
+
+    async def create(self, principal: Principal, ref: StackRef, new: NewUpdate) -> str:
+        """Record a new update. It takes no lock yet: starting it does."""
+        stack = await self.stacks.resolve(principal, ref, Role.MEMBER)
+        async with self.meta.transaction() as conn:
+            return await update_q.insert(
+                conn,
+                stack.id,
+                new.kind,
+                is_preview=new.is_preview,
+                created_by=principal.login,
+                program=json.dumps(new.program),
+                config=json.dumps(new.config),
+                metadata=json.dumps(new.metadata),
+            )
+
+    async def start(
+        self, principal: Principal, ref: StackRef, update_id: str, tags: dict[str, str] | None
+    ) -> Lease:
+        """Start an update. A non-preview update takes the stack or fails with a conflict."""
+        principal.require(ref.org, Role.MEMBER)
+        if tags is not None:
+            check_tags(tags)
+        token = new_lease_token()
+        async with self.meta.transaction() as conn:
+            stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
+            update = await update_q.get(conn, update_id, lock=True)
+            if stack is None or update is None or update.stack_id != stack.id:
+                raise NotFound(f"update '{update_id}' not found")
+            if update.status != update_q.NOT_STARTED:
+                raise Conflict(f"update '{update_id}' was already started")
+            version = stack.version
+            if not update.is_preview:
+                await self._take_stack(conn, stack.id)
+                version = await stack_q.next_version(conn, stack.id)
+                await stack_q.set_active_update(conn, stack.id, update.id)
+            try:
+                expires = await update_q.start(
+                    conn,
+                    update.id,
+                    None if update.is_preview else version,
+                    token_hash(token),
+                    self.lease_max_seconds * 1000,
+                )
+            except UniqueViolation:
+                raise UpdateConflict(CONFLICT_MESSAGE) from None
+            if tags is not None:
+                await stack_q.replace_tags(conn, stack.id, tags)
+        return Lease(version, token, expires)
+
+    async def _take_stack(self, conn: Connection, stack_id: str) -> None:
+        """Fail if another update runs; an abandoned one (lease expired) is cancelled."""
+        running = await update_q.running_for_stack(conn, stack_id)
+        if running is None:
+            return
+        if running.lease_live:
+            raise UpdateConflict(CONFLICT_MESSAGE)
+        await update_q.finish(conn, running.id, update_q.CANCELLED)
+        await stack_q.clear_active_update(conn, stack_id, running.id)
+
+    async def cancel(self, principal: Principal, ref: StackRef, update_id: str) -> None:
+        """Cancel an update that has not ended; cancelling an ended one changes nothing."""
+        principal.require(ref.org, Role.MEMBER)
+        async with self.meta.transaction() as conn:
+            stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
+            update = await update_q.get(conn, update_id, lock=True)
+            if stack is None or update is None or update.stack_id != stack.id:
+                raise NotFound(f"update '{update_id}' not found")
+            if update.status in update_q.TERMINAL:
+                return
+            await update_q.finish(conn, update.id, update_q.CANCELLED)
+            await stack_q.clear_active_update(conn, stack.id, update.id)
+
+    async def get(self, principal: Principal, ref: StackRef, update_id: str) -> UpdateRecord:
+        stack = await self.stacks.resolve(principal, ref, Role.VIEWER)
+        async with self.meta.read() as conn:
+            update = await update_q.get(conn, update_id)
+        if update is None or update.stack_id != stack.id:
+            raise NotFound(f"update '{update_id}' not found")
+        return update
+
+    async def events(
+        self, principal: Principal, ref: StackRef, update_id: str, after: int, limit: int
+    ) -> tuple[UpdateRecord, list[tuple[int, str]]]:
+        update = await self.get(principal, ref, update_id)
+        async with self.meta.read() as conn:
+            return update, await event_q.page(conn, update.id, after, limit)
+
+    async def history(
+        self, principal: Principal, ref: StackRef, page_size: int, page: int
+    ) -> list[UpdateRecord]:
+        stack = await self.stacks.resolve(principal, ref, Role.VIEWER)
+        async with self.meta.read() as conn:
+            return await update_q.history(conn, stack.id, page_size, (page - 1) * page_size)
+
+    # Update-token calls ----------------------------------------------------------------
+
+    async def authorize(self, ref: StackRef, update_id: str, token: str) -> UpdateRecord:
+        """The update, if ``token`` is its live lease and ``ref`` names its stack."""
+        async with self.meta.read() as conn:
+            found = await update_q.get_with_ref(conn, update_id)
+        update = _check_token(found, ref, update_id, token)
+        if update.status != update_q.RUNNING or not update.lease_live:
+            raise LeaseInvalid("the update's lease has expired or the update has ended")
+        return update
+
+    async def renew(self, ref: StackRef, update_id: str, token: str, duration: int) -> int:
+        """Extend the lease by ``duration`` seconds (capped); returns the new expiry."""
+        update = await self.authorize(ref, update_id, token)
+        seconds = max(1, min(duration, self.lease_max_seconds))
+        async with self.meta.transaction() as conn:
+            expires = await update_q.renew_lease(conn, update.id, token_hash(token), seconds * 1000)
+        if expires is None:
+            raise LeaseInvalid("the update's lease has expired or the update has ended")
+        return expires
+
+    async def save_full(
+        self,
+        ref: StackRef,
+        update_id: str,
+        token: str,
+        version: int,
+        features: list[str],
+        deployment: bytes,
+    ) -> None:
+        """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent)."""
+        update = await self.authorize(ref, update_id, token)
+        text = cp.wrap_deployment(version, features, deployment)
+        await self._store(update, token, text, cp.sha256_hex(text), None, update.checkpoint_seq + 1)
+
+    async def save_verbatim(
+        self, ref: StackRef, update_id: str, token: str, sequence: int, text: bytes
+    ) -> None:
+        """``PATCH checkpointverbatim``: the exact text, numbered from 1 in each update."""
+        update = await self.authorize(ref, update_id, token)
+        digest = cp.sha256_hex(text)
+        if self._already_saved(update, sequence, digest):
+            return
+        await self._store(update, token, text, digest, sequence - 1, sequence)
+
+    async def save_delta(
+        self,
+        ref: StackRef,
+        update_id: str,
+        token: str,
+        sequence: int,
+        digest: str,
+        edits: list[cp.TextEdit],
+    ) -> None:
+        """``PATCH checkpointdelta``: edits to this update's previous text, and its hash.
+
+        Any failure here is safe: the CLI then resends the same step verbatim.
+        """
+        update = await self.authorize(ref, update_id, token)
+        if self._already_saved(update, sequence, digest):
+            return
+        if update.checkpoint_seq == 0 or update.checkpoint_sha is None:
+            raise BadRequest("no previous checkpoint in this update to apply a delta to")
+        assert update.version is not None
+        async with self.meta.read() as conn:
+            base = await checkpoint_q.get(conn, update.stack_id, update.version)
+        if base is None or base.sha256 != update.checkpoint_sha:
+            raise Conflict("the previous checkpoint changed; send it whole")
+        prev = await self.texts.load(base)
+        text = await asyncio.to_thread(cp.apply_text_edits, prev, edits)
+        actual = await asyncio.to_thread(cp.sha256_hex, text)
+        if actual != digest:
+            raise BadRequest(f"checkpoint hash mismatch: expected {digest}, got {actual}")
+        await self._store(update, token, text, digest, sequence - 1, sequence)
+
+    @staticmethod
+    def _already_saved(update: UpdateRecord, sequence: int, digest: str) -> bool:
+        """True for a retry of the last saved step; raise for any other out-of-turn number."""
+        if update.is_preview:
+            raise BadRequest("a preview has no checkpoints")
+        if sequence == update.checkpoint_seq and digest == update.checkpoint_sha:
+            return True
+        if sequence != update.checkpoint_seq + 1:
+            raise Conflict(
+                f"checkpoint sequence number {sequence} is out of order: "
+                f"the next one is {update.checkpoint_seq + 1}"
+            )
+        return False
+
+    async def _store(
+        self,
+        update: UpdateRecord,
+        token: str,
+        text: bytes,
+        digest: str,
+        expected_seq: int | None,
+        new_seq: int,
+    ) -> None:
+        if update.is_preview:
+            raise BadRequest("a preview has no checkpoints")
+        assert update.version is not None
+        stored = await self.texts.store(update.stack_id, text, digest)
+        async with self.meta.transaction() as conn:
+            advanced = await update_q.advance_checkpoint(
+                conn, update.id, token_hash(token), expected_seq, new_seq, digest
+            )
+            if not advanced:
+                await self._explain_lost_race(conn, update.id, new_seq, digest)
+                return
+            await checkpoint_q.put(
+                conn,
+                update.stack_id,
+                update.version,
+                update.id,
+                stored.sha256,
+                stored.size,
+                stored.data,
+                stored.blob_key,
+            )
+
+    @staticmethod
+    async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest: str) -> None:
+        """After a failed compare-and-set: succeed if a concurrent retry stored the same
+        step, else say why the write was refused."""
+        now = await update_q.get(conn, update_id)
+        assert now is not None
+        if now.status != update_q.RUNNING or not now.lease_live:
+            raise LeaseInvalid("the update's lease has expired or the update has ended")
+        if now.checkpoint_seq == seq and now.checkpoint_sha == digest:
+            return
+        raise Conflict(
+            f"checkpoint {seq} lost a race with another write; the next one is "
+            f"{now.checkpoint_seq + 1}"
+        )
+
+    async def record_events(
+        self, ref: StackRef, update_id: str, token: str, events: list[Event]
+    ) -> None:
+        update = await self.authorize(ref, update_id, token)
+        async with self.meta.transaction() as conn:
+            await event_q.insert_many(
+                conn, update.id, [(e.sequence, e.kind, e.body) for e in events]
+            )
+
+    async def complete(self, ref: StackRef, update_id: str, token: str, status: str) -> None:
+        """End the update, release the stack and record its results. Retries succeed."""
+        final = COMPLETE_STATUSES.get(status)
+        if final is None:
+            raise BadRequest(f"invalid status {status!r}: use succeeded, failed or cancelled")
+        async with self.meta.read() as conn:
+            found = await update_q.get_with_ref(conn, update_id)
+        update = _check_token(found, ref, update_id, token)
+        if update.status in update_q.TERMINAL:
+            if update.status == final:
+                return
+            raise Conflict(f"update '{update_id}' has already ended: {update.status}")
+        changes, count = await self._results(update)
+        async with self.meta.transaction() as conn:
+            locked = await update_q.get(conn, update.id, lock=True)
+            assert locked is not None
+            if locked.status == final and locked.status in update_q.TERMINAL:
+                return
+            if locked.status != update_q.RUNNING or not locked.lease_live:
+                raise LeaseInvalid("the update's lease has expired or the update has ended")
+            await update_q.finish(
+                conn, update.id, final, resource_changes=changes, resource_count=count
+            )
+            if not update.is_preview:
+                await stack_q.clear_active_update(conn, update.stack_id, update.id)
+                await stack_q.record_state(conn, update.stack_id, count)
+
+    async def _results(self, update: UpdateRecord) -> tuple[str | None, int | None]:
+        """The update's resource changes (from its summary event) and, if it wrote
+        state, the number of resources in it."""
+        async with self.meta.read() as conn:
+            summary = await event_q.last_of_kind(conn, update.id, "summaryEvent")
+            base = None
+            if not update.is_preview and update.checkpoint_seq > 0 and update.version is not None:
+                base = await checkpoint_q.get(conn, update.stack_id, update.version)
+        changes = None
+        if summary is not None:
+            event = json.loads(summary).get("summaryEvent") or {}
+            if isinstance(event.get("resourceChanges"), dict):
+                changes = json.dumps(event["resourceChanges"])
+        count = None
+        if base is not None:
+            text = await self.texts.load(base)
+            parsed = await asyncio.to_thread(cp.parse_deployment, text)
+            count = cp.count_resources(parsed)
+        return changes, count
+
+
+def _check_token(
+    found: tuple[UpdateRecord, tuple[str, str, str]] | None,
+    ref: StackRef,
+    update_id: str,
+    token: str,
+) -> UpdateRecord:
+    """The update if ``token`` is its lease and ``ref`` names its stack; lease liveness
+    is the caller's business."""
+    if found is None:
+        raise NotFound(f"update '{update_id}' not found")
+    update, (org, project, stack) = found
+    if StackRef(org, project, stack) != ref:
+        raise LeaseInvalid("the update token does not belong to this stack")
+    if update.lease_hash is None or not hmac.compare_digest(update.lease_hash, token_hash(token)):
+        raise LeaseInvalid("the update token does not belong to this update")
+    return update

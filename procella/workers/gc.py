@@ -1,0 +1,77 @@
+"""Garbage collection: one cycle is a testable function; the loop lives in the supervisor.
+
+A cycle cancels updates whose lease expired (after a grace period), expires updates
+created but never started, deletes engine events past their retention, and deletes
+checkpoint blobs that no row references once they are older than a grace period (a
+blob is written before its row, so a younger one may belong to a write in flight).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from procella.blobs.base import BlobStore
+from procella.metadata.base import MetadataStore
+from procella.metadata.queries import checkpoints as checkpoint_q
+from procella.metadata.queries import gc as gc_q
+from procella.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BLOB_PREFIX = "checkpoints/"
+_BATCH = 500
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class GcReport:
+    expired_leases: int = 0
+    expired_unstarted: int = 0
+    pruned_events: int = 0
+    deleted_blobs: int = 0
+
+
+async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings) -> GcReport:
+    async with meta.transaction() as conn:
+        leases = await gc_q.cancel_expired_leases(conn, int(settings.gc_lease_grace_seconds * 1000))
+    async with meta.transaction() as conn:
+        unstarted = await gc_q.expire_unstarted(
+            conn, int(settings.gc_unstarted_update_seconds * 1000)
+        )
+    pruned = 0
+    if settings.event_retention_days > 0:
+        async with meta.transaction() as conn:
+            pruned = await gc_q.prune_events(conn, int(settings.event_retention_days * _DAY_MS))
+    deleted = await collect_blobs(meta, blobs, settings.gc_blob_grace_seconds)
+    report = GcReport(len(leases), unstarted, pruned, deleted)
+    if report != GcReport():
+        log.info("gc: %s", report)
+    return report
+
+
+async def collect_blobs(meta: MetadataStore, blobs: BlobStore, grace_seconds: float) -> int:
+    """Delete checkpoint blobs older than the grace period that no row points at."""
+    cutoff = time.time() - grace_seconds
+    deleted = 0
+    candidates: list[str] = []
+    async for info in blobs.scan(BLOB_PREFIX):
+        if info.modified_at < cutoff:
+            candidates.append(info.key)
+        if len(candidates) >= _BATCH:
+            deleted += await _delete_unreferenced(meta, blobs, candidates)
+            candidates = []
+    deleted += await _delete_unreferenced(meta, blobs, candidates)
+    return deleted
+
+
+async def _delete_unreferenced(meta: MetadataStore, blobs: BlobStore, keys: list[str]) -> int:
+    if not keys:
+        return 0
+    async with meta.read() as conn:
+        live = await checkpoint_q.referenced_blob_keys(conn, keys)
+    orphans = [key for key in keys if key not in live]
+    for key in orphans:
+        await blobs.delete(key)
+    return len(orphans)
