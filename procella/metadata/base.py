@@ -37,7 +37,12 @@ class Connection(Protocol):
     SQL uses ``?`` placeholders and two tokens the backend rewrites: ``NOW_MS`` (the
     database clock in epoch milliseconds) and ``FOR UPDATE`` (dropped where the whole
     database is locked by the transaction anyway).
+
+    ``dialect`` ("sqlite" or "postgres") lets a hot-path query use one statement where the
+    backend can run it; everything else is the same SQL on both.
     """
+
+    dialect: str
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""
@@ -81,7 +86,16 @@ class MetadataStore(Protocol):
         ...
 
     def read(self) -> AbstractAsyncContextManager[Connection]:
-        """A read-only transaction (a consistent snapshot)."""
+        """A connection for reads only. Each statement sees committed data."""
+        ...
+
+    def single_write(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for work whose writes are one statement on PostgreSQL.
+
+        PostgreSQL runs it in autocommit (a statement is atomic by itself: no BEGIN and
+        COMMIT round trips); SQLite runs it as a write transaction. For hot-path queries
+        that branch on ``Connection.dialect`` to write in a single statement there.
+        """
         ...
 
     def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:

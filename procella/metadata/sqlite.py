@@ -15,7 +15,7 @@ import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ def _map_error(exc: sqlite3.Error) -> Exception:
 
 class SqliteConnection:
     """The ``Connection`` of one transaction on an aiosqlite connection."""
+
+    dialect = "sqlite"
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -140,8 +142,12 @@ class SqliteStore:
                 raise
             await self._writer.execute("COMMIT")
 
+    def single_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
+        return self.transaction()
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteConnection]:
+        assert self._writer is not None, "store is not open"
         db = await self._readers.get()
         try:
             await db.execute("BEGIN")

@@ -265,23 +265,12 @@ class UpdateService:
             raise BadRequest("a preview has no checkpoints")
         assert update.version is not None
         stored = await self.texts.store(update.stack_id, text, digest)
-        async with self.meta.transaction() as conn:
-            advanced = await update_q.advance_checkpoint(
-                conn, update.id, token_hash(token), expected_seq, new_seq, digest
+        async with self.meta.single_write() as conn:
+            saved = await checkpoint_q.save_step(
+                conn, update, token_hash(token), expected_seq, new_seq, stored
             )
-            if not advanced:
+            if not saved:
                 await self._explain_lost_race(conn, update.id, new_seq, digest)
-                return
-            await checkpoint_q.put(
-                conn,
-                update.stack_id,
-                update.version,
-                update.id,
-                stored.sha256,
-                stored.size,
-                stored.data,
-                stored.blob_key,
-            )
 
     @staticmethod
     async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest: str) -> None:

@@ -5,9 +5,35 @@ The text lives inline in ``data`` when small, or in the blob store under ``blob_
 
 from __future__ import annotations
 
-from procella.metadata.base import CheckpointRecord, Connection, Row
+from typing import Any, Protocol
+
+from procella.metadata.base import CheckpointRecord, Connection, Row, UpdateRecord
+from procella.metadata.queries.updates import RUNNING
 
 _COLUMNS = "stack_id, version, update_id, sha256, size, data, blob_key, created_at"
+_UPSERT = (
+    "ON CONFLICT (stack_id, version) DO UPDATE SET update_id = excluded.update_id, "
+    "sha256 = excluded.sha256, size = excluded.size, data = excluded.data, "
+    "blob_key = excluded.blob_key, created_at = excluded.created_at"
+)
+# Compare-and-set of an update's checkpoint sequence, allowed only while its lease is live.
+_ADVANCE = (
+    "UPDATE updates SET checkpoint_seq = ?, checkpoint_sha = ? WHERE id = ? AND status = ? "
+    "AND lease_hash = ? AND lease_expires_at > NOW_MS"
+)
+
+
+class StoredRow(Protocol):
+    """Where a checkpoint text lives: inline ``data`` or a ``blob_key``."""
+
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def data(self) -> bytes | None: ...
+    @property
+    def blob_key(self) -> str | None: ...
 
 
 def _checkpoint(row: Row) -> CheckpointRecord:
@@ -62,12 +88,46 @@ async def put(
 ) -> None:
     """Insert or replace the checkpoint of one stack version."""
     await conn.execute(
-        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NOW_MS) "
-        "ON CONFLICT (stack_id, version) DO UPDATE SET update_id = excluded.update_id, "
-        "sha256 = excluded.sha256, size = excluded.size, data = excluded.data, "
-        "blob_key = excluded.blob_key, created_at = excluded.created_at",
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
         (stack_id, version, update_id, sha256, size, data, blob_key),
     )
+
+
+async def save_step(
+    conn: Connection,
+    update: UpdateRecord,
+    lease_hash: str,
+    expected_seq: int | None,
+    new_seq: int,
+    text: StoredRow,
+) -> bool:
+    """Advance the update to checkpoint ``new_seq`` and store its text, atomically.
+
+    ``expected_seq`` None skips the sequence check (full checkpoints carry no number).
+    Returns False, writing nothing, when the lease is not live or another write got there
+    first. On PostgreSQL this is a single statement: one round trip.
+    """
+    advance = _ADVANCE
+    params: list[Any] = [new_seq, text.sha256, update.id, RUNNING, lease_hash]
+    if expected_seq is not None:
+        advance += " AND checkpoint_seq = ?"
+        params.append(expected_seq)
+    row_values = [update.id, text.sha256, text.size, text.data, text.blob_key]
+    if conn.dialect == "postgres":
+        changed = await conn.execute(
+            f"WITH step AS ({advance} RETURNING stack_id, version) "
+            f"INSERT INTO checkpoints ({_COLUMNS}) "
+            f"SELECT stack_id, version, ?, ?, ?, ?, ?, NOW_MS FROM step {_UPSERT}",
+            [*params, *row_values],
+        )
+        return changed == 1
+    if await conn.execute(advance, params) != 1:
+        return False
+    await conn.execute(
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
+        [update.stack_id, update.version, *row_values],
+    )
+    return True
 
 
 async def referenced_blob_keys(conn: Connection, keys: list[str]) -> set[str]:

@@ -133,30 +133,6 @@ async def renew_lease(
     return None if row is None else int(row[0])
 
 
-async def advance_checkpoint(
-    conn: Connection,
-    update_id: str,
-    lease_hash: str,
-    expected_seq: int | None,
-    new_seq: int,
-    sha: str,
-) -> bool:
-    """Compare-and-set the update's checkpoint sequence while its lease is live.
-
-    ``expected_seq`` None skips the sequence check (full checkpoints carry no number).
-    Returns False when the lease is gone or another write got there first.
-    """
-    sql = (
-        "UPDATE updates SET checkpoint_seq = ?, checkpoint_sha = ? WHERE id = ? AND status = ? "
-        "AND lease_hash = ? AND lease_expires_at > NOW_MS"
-    )
-    params: list[object] = [new_seq, sha, update_id, RUNNING, lease_hash]
-    if expected_seq is not None:
-        sql += " AND checkpoint_seq = ?"
-        params.append(expected_seq)
-    return await conn.execute(sql, params) == 1
-
-
 async def finish(
     conn: Connection,
     update_id: str,

@@ -1,4 +1,5 @@
 -- Times are milliseconds since the Unix epoch, taken from the database clock (NOW_MS).
+-- Same tables as the SQLite schema; types differ only where PostgreSQL needs them to.
 CREATE TABLE orgs (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -69,7 +70,7 @@ CREATE TABLE updates (
     config            TEXT NOT NULL DEFAULT '{}',
     metadata          TEXT NOT NULL DEFAULT '{}',
     resource_changes  TEXT,
-    resource_count    INTEGER
+    resource_count    BIGINT
 );
 -- The database, not a process, guarantees one running non-preview update per stack.
 CREATE UNIQUE INDEX updates_one_running ON updates (stack_id)

@@ -1,0 +1,105 @@
+"""Shared fixtures: settings for a fresh, isolated deployment, and the app under test.
+
+``PROCELLA_TEST_BACKEND`` picks the configuration the API tests run on:
+``embedded`` (default: SQLite + local files) or ``cluster`` (PostgreSQL + S3, each test
+with its own database and bucket). The contract suites run every backend regardless.
+
+The app fixture runs the app's lifespan (``test_app``), so stores really open, migrate
+and close, exactly as under hypercorn.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from quart.typing import TestAppProtocol, TestClientProtocol
+
+from procella import create_app
+from procella.settings import Settings
+from tests import services
+
+ADMIN_TOKEN = "pul-" + "a" * 40
+BACKEND = os.environ.get("PROCELLA_TEST_BACKEND", "embedded")
+if BACKEND not in ("embedded", "cluster"):
+    raise RuntimeError(f"PROCELLA_TEST_BACKEND must be embedded or cluster, not {BACKEND!r}")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server for this test process (one per xdist worker)."""
+    with services.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = services.create_database(pg_admin_url)
+    try:
+        yield pg_admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        services.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with services.s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    return services.create_bucket(s3_endpoint)
+
+
+@pytest.fixture
+def embedded_settings(tmp_path: Path) -> Settings:
+    """An embedded-default deployment in a temp folder, with a known admin token."""
+    return Settings(
+        data_dir=str(tmp_path / "data"),
+        admin_token=ADMIN_TOKEN,
+        encryption_key=secrets.token_hex(32),
+        gc_interval_seconds=3600,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def cluster_settings(
+    embedded_settings: Settings, pg_url: str, s3_endpoint: str, s3_bucket: str
+) -> Settings:
+    """The same deployment on PostgreSQL + S3."""
+    return embedded_settings.replace(
+        database_url=pg_url,
+        blob_backend="s3",
+        blob_s3_endpoint=s3_endpoint,
+        blob_s3_bucket=s3_bucket,
+        database_pool_max_size=5,
+    )
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest) -> Settings:
+    name = "cluster_settings" if BACKEND == "cluster" else "embedded_settings"
+    found: Settings = request.getfixturevalue(name)
+    return found
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[TestAppProtocol]:
+    async with create_app(settings).test_app() as test_app:
+        yield test_app
+
+
+@pytest.fixture
+def client(app: TestAppProtocol) -> TestClientProtocol:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"token {ADMIN_TOKEN}", "Accept": "application/vnd.pulumi+9"}

@@ -1,0 +1,258 @@
+"""The MetadataStore contract (procella/metadata/base.py), on SQLite and PostgreSQL.
+
+Two stores opened on one database stand for two replicas of a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from procella.errors import TransientStoreError
+from procella.metadata.base import MetadataStore, UniqueViolation
+from procella.metadata.queries import auth as auth_q
+from procella.metadata.queries import checkpoints as checkpoint_q
+from procella.metadata.queries import events as event_q
+from procella.metadata.queries import new_id
+from procella.metadata.queries import stacks as stack_q
+from procella.metadata.queries import updates as update_q
+from procella.updates.texts import StoredText
+from tests.contract.conftest import StoreFactory
+
+
+async def make_stack(meta: MetadataStore, org: str = "acme", name: str = "dev") -> str:
+    async with meta.transaction() as conn:
+        org_id = await auth_q.ensure_org(conn, org)
+        stack_id = new_id()
+        await stack_q.insert(conn, stack_id, org_id, "web", name)
+    return stack_id
+
+
+async def start_update(meta: MetadataStore, stack_id: str, lease_hash: str = "h") -> str:
+    async with meta.transaction() as conn:
+        update_id = await update_q.insert(
+            conn, stack_id, "update", is_preview=False, created_by="t"
+        )
+        version = await stack_q.next_version(conn, stack_id)
+        await update_q.start(conn, update_id, version, lease_hash, 60_000)
+    return update_id
+
+
+async def test_migrate_is_idempotent(meta: MetadataStore) -> None:
+    assert await meta.migrate() == []
+
+
+async def test_transaction_commits_or_rolls_back(meta: MetadataStore) -> None:
+    with pytest.raises(RuntimeError):
+        async with meta.transaction() as conn:
+            await auth_q.ensure_org(conn, "rolled-back")
+            raise RuntimeError("abort")
+    async with meta.transaction() as conn:
+        await auth_q.ensure_org(conn, "kept")
+    async with meta.read() as conn:
+        assert await auth_q.org_id(conn, "rolled-back") is None
+        assert await auth_q.org_id(conn, "kept") is not None
+
+
+async def test_duplicate_stack_is_a_unique_violation(meta: MetadataStore) -> None:
+    await make_stack(meta)
+    with pytest.raises(UniqueViolation):
+        await make_stack(meta)
+
+
+async def test_now_ms_is_the_database_clock(meta: MetadataStore) -> None:
+    async with meta.read() as conn:
+        row = await conn.fetchone("SELECT NOW_MS")
+    assert row is not None
+    assert abs(int(row[0]) - time.time() * 1000) < 5_000
+
+
+async def test_bytes_round_trip_exactly(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    data = bytes(range(256)) * 50
+    async with meta.transaction() as conn:
+        await checkpoint_q.put(conn, stack_id, 0, None, "sha", len(data), data, None)
+    async with meta.read() as conn:
+        record = await checkpoint_q.get(conn, stack_id, 0)
+    assert record is not None and record.data == data and record.blob_key is None
+
+
+async def test_one_running_non_preview_update_per_stack(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    await start_update(meta, stack_id)
+    with pytest.raises(UniqueViolation):
+        await start_update(meta, stack_id)
+    async with meta.transaction() as conn:  # previews never hold the stack
+        for _ in range(2):
+            preview = await update_q.insert(
+                conn, stack_id, "update", is_preview=True, created_by="t"
+            )
+            await update_q.start(conn, preview, None, "p", 60_000)
+
+
+async def test_row_lock_serializes_replicas(
+    store_factory: StoreFactory, meta: MetadataStore
+) -> None:
+    """Two replicas read-modify-write one stack row under its lock: no update is lost."""
+    stack_id = await make_stack(meta)
+    other = store_factory()
+    await other.open()
+    try:
+
+        async def bump(store: MetadataStore) -> None:
+            async with store.transaction() as conn:
+                found = await stack_q.get_by_id(conn, stack_id, lock=True)
+                assert found is not None
+                await asyncio.sleep(0.2)  # hold the lock while the other replica tries
+                await conn.execute(
+                    "UPDATE stacks SET version = ? WHERE id = ?", (found.version + 1, stack_id)
+                )
+
+        await asyncio.gather(bump(meta), bump(other), bump(meta), bump(other))
+    finally:
+        await other.close()
+    async with meta.read() as conn:
+        found = await stack_q.get_by_id(conn, stack_id)
+    assert found is not None and found.version == 4
+
+
+async def test_reads_do_not_see_uncommitted_writes(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with meta.transaction() as conn:
+            await stack_q.next_version(conn, stack_id)
+            entered.set()
+            await release.wait()
+
+    task = asyncio.create_task(writer())
+    await entered.wait()
+    async with meta.read() as conn:
+        found = await stack_q.get_by_id(conn, stack_id)
+    release.set()
+    await task
+    assert found is not None and found.version == 0
+
+
+async def test_save_step_is_a_compare_and_set(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    update_id = await start_update(meta, stack_id, "lease")
+    text = StoredText("sha1", 3, b"one", None)
+
+    async def save(lease: str, expected: int | None, new: int, stored: StoredText) -> bool:
+        async with meta.read() as conn:
+            update = await update_q.get(conn, update_id)
+        assert update is not None
+        async with meta.single_write() as conn:
+            return await checkpoint_q.save_step(conn, update, lease, expected, new, stored)
+
+    assert await save("lease", 0, 1, text)
+    assert not await save("lease", 0, 1, StoredText("sha2", 3, b"two", None))  # stale
+    assert not await save("other-lease", 1, 2, StoredText("sha2", 3, b"two", None))
+    async with meta.transaction() as conn:  # the lease runs out
+        await conn.execute("UPDATE updates SET lease_expires_at = 0 WHERE id = ?", (update_id,))
+    assert not await save("lease", 1, 2, StoredText("sha2", 3, b"two", None))
+    async with meta.read() as conn:
+        update = await update_q.get(conn, update_id)
+        assert update is not None and update.checkpoint_seq == 1 and not update.lease_live
+        record = await checkpoint_q.get(conn, stack_id, 1)
+    assert record is not None and record.data == b"one" and record.sha256 == "sha1"
+
+
+async def test_concurrent_save_steps_from_two_replicas_store_one(
+    store_factory: StoreFactory, meta: MetadataStore
+) -> None:
+    stack_id = await make_stack(meta)
+    update_id = await start_update(meta, stack_id, "lease")
+    other = store_factory()
+    await other.open()
+    try:
+        async with meta.read() as conn:
+            update = await update_q.get(conn, update_id)
+        assert update is not None
+
+        async def save(store: MetadataStore, body: bytes) -> bool:
+            async with store.single_write() as conn:
+                stored = StoredText(body.decode(), len(body), body, None)
+                return await checkpoint_q.save_step(conn, update, "lease", 0, 1, stored)
+
+        results = await asyncio.gather(*(save(s, b) for s, b in [(meta, b"a"), (other, b"b")] * 3))
+    finally:
+        await other.close()
+    assert results.count(True) == 1
+
+
+async def test_events_insert_is_idempotent(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    update_id = await start_update(meta, stack_id)
+    for _ in range(2):
+        async with meta.transaction() as conn:
+            await event_q.insert_many(conn, update_id, [(0, "k", '{"a":0}'), (1, "k", '{"a":1}')])
+    async with meta.read() as conn:
+        assert await event_q.page(conn, update_id, -1, 10) == [(0, '{"a":0}'), (1, '{"a":1}')]
+
+
+async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    update_id = await start_update(meta, stack_id)
+    async with meta.transaction() as conn:
+        await stack_q.replace_tags(conn, stack_id, {"a": "b"})
+        await event_q.insert_many(conn, update_id, [(0, "k", "{}")])
+        await checkpoint_q.put(conn, stack_id, 1, update_id, "s", 1, b"x", None)
+        await stack_q.delete(conn, stack_id)
+    async with meta.read() as conn:
+        for table in ("stack_tags", "updates", "checkpoints"):
+            row = await conn.fetchone(f"SELECT COUNT(*) FROM {table}")
+            assert row == (0,), table
+        assert await conn.fetchone("SELECT COUNT(*) FROM update_events") == (0,)
+
+
+async def test_list_page_is_keyset_ordered(meta: MetadataStore) -> None:
+    for i in range(7):
+        await make_stack(meta, name=f"s{i}")
+    await make_stack(meta, org="other-org", name="x")
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await _page(meta, after)
+        if not page:
+            break
+        seen += [f"{r.org}/{r.name}" for r in page]
+        after = (page[-1].org, page[-1].project, page[-1].name)
+    assert seen == [f"acme/s{i}" for i in range(7)] + ["other-org/x"]
+
+
+async def _page(
+    meta: MetadataStore, after: tuple[str, str, str] | None
+) -> list[stack_q.StackSummaryRow]:
+    async with meta.read() as conn:
+        return await stack_q.list_page(conn, stack_q.StackFilter(None), after, 3)
+
+
+async def test_exclusive_has_one_holder_across_replicas(
+    store_factory: StoreFactory, meta: MetadataStore
+) -> None:
+    other = store_factory()
+    await other.open()
+    try:
+        async with meta.exclusive("gc") as first:
+            async with other.exclusive("gc") as second:
+                assert (first, second) == (True, False)
+            async with meta.exclusive("gc") as again:  # not re-entrant either
+                assert not again
+        async with other.exclusive("gc") as after_release:
+            assert after_release
+    finally:
+        await other.close()
+
+
+async def test_errors_after_close_are_not_silent(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    await store.open()
+    await store.close()
+    with pytest.raises((AssertionError, TransientStoreError)):
+        async with store.read() as conn:
+            await conn.fetchone("SELECT 1")
