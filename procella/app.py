@@ -57,6 +57,13 @@ def create_app(settings: Settings | None = None) -> Quart:
     return app
 
 
+def mark_draining(app: Quart) -> None:
+    """From now on /readyz fails, so load balancers stop sending new requests here."""
+    services: Services | None = app.extensions.get(EXTENSION)
+    if services is not None:
+        services.draining = True
+
+
 async def open_services(settings: Settings, *, bootstrap: bool = True) -> Services:
     """Open the stores (migrating them unless disabled) and build the services."""
     meta = open_metadata_store(settings)

@@ -12,3 +12,6 @@ def configure(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(format=FORMAT)
     root.setLevel(level.upper())
+    # Their DEBUG output is a flood of event hooks and socket details, not ours to show.
+    for noisy in ("botocore", "aiobotocore", "urllib3", "aiosqlite", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

@@ -164,14 +164,22 @@ class PostgresStore:
         try:
             async with pool.connection() as conn:
                 yield conn
-        except psycopg.OperationalError as exc:
-            # A lost connection usually means the server restarted: every idle connection
-            # is dead too. Check them all now, so the CLI's retry gets a live one (the pool
-            # drops a broken connection when it comes back, but only that one).
-            self._recheck = asyncio.ensure_future(pool.check())
-            raise _map_error(exc) from exc
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise _map_error(exc) from exc
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, TransientStoreError) else exc
+            if isinstance(cause, psycopg.OperationalError) and self._recheck is None:
+                # A lost connection usually means the server restarted, and then every idle
+                # connection is dead too. Check them all now, so the CLI's retry gets a live
+                # one (the pool drops a broken connection when it comes back, only that one).
+                self._recheck = asyncio.ensure_future(self._check_pool(pool))
+            if isinstance(exc, (psycopg.Error, PoolTimeout)):
+                raise _map_error(exc) from exc
+            raise
+
+    async def _check_pool(self, pool: AsyncConnectionPool) -> None:
+        try:
+            await pool.check()
+        finally:
+            self._recheck = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:

@@ -9,8 +9,9 @@ from procella.metadata.queries import updates as update_q
 async def cancel_expired_leases(conn: Connection, grace_ms: int) -> list[str]:
     """Cancel running updates whose lease ended more than ``grace_ms`` ago; free their stacks."""
     rows = await conn.fetchall(
+        # SKIP LOCKED: a row another transaction holds is in use right now; next cycle.
         "SELECT id, stack_id FROM updates WHERE status = ? AND lease_expires_at < NOW_MS - ? "
-        "FOR UPDATE",
+        "FOR UPDATE SKIP LOCKED",
         (update_q.RUNNING, grace_ms),
     )
     for update_id, stack_id in rows:

@@ -1,0 +1,136 @@
+"""No result may depend on which replica serves a request.
+
+Three app instances share one PostgreSQL database and one S3 bucket, as three replicas
+behind a load balancer would. Each call of an update goes to a different replica, and
+concurrent calls race across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from procella import create_app
+from procella.settings import Settings
+from tests.helpers import (
+    Api,
+    assert_error,
+    assert_ok,
+    compact,
+    delta_between,
+    sha256_hex,
+    stdout_event,
+    summary_event,
+    untyped,
+)
+
+STACK = "acme/web/dev"
+
+
+@pytest.fixture
+async def replicas(cluster_settings: Settings) -> AsyncIterator[list[Api]]:
+    # Small inline limit: checkpoint texts go to S3, so replicas must share those too.
+    settings = cluster_settings.replace(checkpoint_inline_max_bytes=256)
+    async with (
+        create_app(settings).test_app() as r0,
+        create_app(settings).test_app() as r1,
+        create_app(settings).test_app() as r2,
+    ):
+        yield [Api(r.test_client()) for r in (r0, r1, r2)]
+
+
+async def test_each_call_on_another_replica(replicas: list[Api]) -> None:
+    r0, r1, r2 = replicas
+    await r0.new_stack(STACK)
+    update = await r2.begin(await r1.new_update(STACK))
+    first = compact(untyped(5))
+    second = compact(untyped(8))
+    await assert_ok(await r0.verbatim(update, first, 1))
+    # r1 never saw the first text: it must find the delta's base in the shared stores.
+    edits = delta_between(first, second)
+    await assert_ok(await r1.delta(update, edits, sha256_hex(second), 2))
+    await assert_ok(await r2.renew(update), 200)
+    await assert_ok(await r0.events(update, [stdout_event(0), summary_event(1, {"create": 7})]))
+    await assert_ok(await r1.complete(update))
+    assert await r2.export_bytes(STACK) == second
+    [info] = await r0.history(STACK)
+    assert (info["result"], info["resourceCount"], info["resourceChanges"]) == (
+        "succeeded",
+        8,
+        {"create": 7},
+    )
+    assert (await r1.stack_json(STACK))["activeUpdate"] == ""
+
+
+async def test_concurrent_starts_on_different_replicas_let_one_win(replicas: list[Api]) -> None:
+    await replicas[0].new_stack(STACK)
+    updates = [await replicas[i % 3].new_update(STACK) for i in range(6)]
+    responses = await asyncio.gather(
+        *(replicas[i % 3].start_update(u) for i, u in enumerate(updates))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 409, 409, 409, 409, 409]
+    for response in responses:
+        if response.status_code == 409:
+            assert await assert_error(response, 409) == "Another update is currently in progress."
+    winner = updates[[r.status_code for r in responses].index(200)]
+    assert (await replicas[2].stack_json(STACK))["activeUpdate"] == winner.id
+
+
+async def test_racing_checkpoints_store_exactly_one_per_sequence(replicas: list[Api]) -> None:
+    await replicas[0].new_stack(STACK)
+    update = await replicas[1].started(STACK)
+    texts = [compact(untyped(n)) for n in (2, 3, 4, 5, 6, 7)]
+    responses = await asyncio.gather(
+        *(replicas[i % 3].verbatim(update, text, 1) for i, text in enumerate(texts))
+    )
+    codes = [r.status_code for r in responses]
+    assert sorted(codes) == [204, 409, 409, 409, 409, 409]
+    winner = texts[codes.index(204)]
+    # Retries of the winning write, from any replica, are accepted and change nothing.
+    retries = await asyncio.gather(*(r.verbatim(update, winner, 1) for r in replicas))
+    assert [r.status_code for r in retries] == [204, 204, 204]
+    await assert_ok(await replicas[2].complete(update))
+    assert await replicas[0].export_bytes(STACK) == winner
+
+
+async def test_racing_completes_and_events_are_idempotent(replicas: list[Api]) -> None:
+    await replicas[0].new_stack(STACK)
+    update = await replicas[0].started(STACK)
+    batch = [stdout_event(i) for i in range(20)]
+    await asyncio.gather(*(r.events(update, batch) for r in replicas))
+    await assert_ok(await replicas[0].checkpoint(update, untyped(3)))
+    completes = await asyncio.gather(*(r.complete(update) for r in replicas * 2))
+    assert all(r.status_code == 204 for r in completes), [r.status_code for r in completes]
+    response = await replicas[1].call("GET", f"{update.path}/events")
+    listed = json.loads(await assert_ok(response, 200))["events"]
+    assert [e["sequence"] for e in listed] == list(range(20))
+    [info] = await replicas[2].history(STACK)
+    assert info["result"] == "succeeded" and info["version"] == 1
+
+
+async def test_a_cancel_on_one_replica_ends_the_lease_on_all(replicas: list[Api]) -> None:
+    r0, r1, r2 = replicas
+    await r0.new_stack(STACK)
+    update = await r0.started(STACK)
+    await assert_ok(await r1.verbatim(update, compact(untyped(2)), 1))
+    await assert_ok(await r2.cancel(update))
+    await assert_error(await r0.verbatim(update, compact(untyped(3)), 2), 403)
+    await assert_error(await r1.renew(update), 403)
+    await assert_error(await r2.complete(update), 409)
+    # The stack is free for the next update, from any replica.
+    await r1.started(STACK)
+
+
+async def test_leases_are_bound_to_their_update_on_every_replica(replicas: list[Api]) -> None:
+    r0, r1, r2 = replicas
+    await r0.new_stack(STACK)
+    await r0.new_stack("acme/web/other")
+    mine = await r1.started(STACK)
+    theirs = await r2.started("acme/web/other")
+    await assert_error(await r0.verbatim(theirs, compact(untyped(1)), 1, lease=mine.token), 403)
+    await assert_error(await r2.renew(theirs, lease=mine.token), 403)
+    await assert_ok(await r0.verbatim(theirs, compact(untyped(1)), 1))

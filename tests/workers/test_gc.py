@@ -1,0 +1,121 @@
+"""The garbage collector: what one cycle removes, and what it must never touch.
+
+Runs on both deployment kinds (SQLite + local files, PostgreSQL + S3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from quart.typing import TestAppProtocol as AppUnderTest
+
+from procella import create_app
+from procella.api.context import Services
+from procella.settings import Settings
+from procella.workers.gc import BLOB_PREFIX, run_gc_once
+from tests.helpers import Api, assert_ok, compact, expire_lease, stdout_event, untyped
+
+STACK = "acme/web/dev"
+
+
+@pytest.fixture(params=["embedded", "cluster"])
+async def app(request: pytest.FixtureRequest) -> AsyncIterator[AppUnderTest]:
+    settings: Settings = request.getfixturevalue(f"{request.param}_settings")
+    # Texts over 100 bytes go to the blob store, so blob collection has work to do.
+    settings = settings.replace(checkpoint_inline_max_bytes=100)
+    async with create_app(settings).test_app() as test_app:
+        yield test_app
+
+
+def services(app: AppUnderTest) -> Services:
+    found: Services = app.app.extensions["procella"]
+    return found
+
+
+async def gc(app: AppUnderTest, **changes: object) -> object:
+    found = services(app)
+    return await run_gc_once(found.meta, found.blobs, found.settings.replace(**changes))
+
+
+async def execute(app: AppUnderTest, sql: str, *params: object) -> None:
+    async with services(app).meta.transaction() as conn:
+        await conn.execute(sql, params)
+
+
+async def blob_keys(app: AppUnderTest) -> set[str]:
+    return {info.key async for info in services(app).blobs.scan(BLOB_PREFIX)}
+
+
+async def test_expired_leases_are_cancelled_after_the_grace_period(app: AppUnderTest) -> None:
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    update = await api.started(STACK)
+    await gc(app, gc_lease_grace_seconds=0)
+    assert (await api.stack_json(STACK))["activeUpdate"] == update.id  # the lease is live
+    # Expired just now: still within a 30 s grace.
+    await execute(
+        app, "UPDATE updates SET lease_expires_at = NOW_MS - 1000 WHERE id = ?", update.id
+    )
+    report = await gc(app, gc_lease_grace_seconds=30)
+    assert report.expired_leases == 0  # type: ignore[attr-defined]
+    assert (await api.stack_json(STACK))["activeUpdate"] == update.id
+    await expire_lease(app, update.id)
+    report = await gc(app, gc_lease_grace_seconds=30)
+    assert report.expired_leases == 1  # type: ignore[attr-defined]
+    assert (await api.stack_json(STACK))["activeUpdate"] == ""
+    status = await api.status(update)
+    assert (await status.get_json())["status"] == "cancelled"
+    await api.started(STACK)  # the stack is free
+
+
+async def test_updates_never_started_expire(app: AppUnderTest) -> None:
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    old = await api.new_update(STACK)
+    fresh = await api.new_update(STACK)
+    await execute(app, "UPDATE updates SET created_at = NOW_MS - 7200000 WHERE id = ?", old.id)
+    report = await gc(app)
+    assert report.expired_unstarted == 1  # type: ignore[attr-defined]
+    assert (await (await api.status(old)).get_json())["status"] == "cancelled"
+    assert (await (await api.status(fresh)).get_json())["status"] == "not started"
+    await api.begin(fresh)
+
+
+async def test_unreferenced_blobs_go_only_after_the_grace_period(app: AppUnderTest) -> None:
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    update = await api.started(STACK)
+    texts = [compact(untyped(n)) for n in (3, 4, 5)]
+    for seq, text in enumerate(texts, start=1):
+        await assert_ok(await api.verbatim(update, text, seq))
+    await assert_ok(await api.complete(update))
+    before = await blob_keys(app)
+    assert len(before) == 3  # each step rewrote the version's row: two blobs are orphans
+    await gc(app, gc_blob_grace_seconds=3600)
+    assert await blob_keys(app) == before  # young orphans may belong to a write in flight
+    report = await gc(app, gc_blob_grace_seconds=0)
+    assert report.deleted_blobs == 2  # type: ignore[attr-defined]
+    assert len(await blob_keys(app)) == 1
+    assert await api.export_bytes(STACK) == texts[-1]  # the live blob is untouched
+
+
+async def test_events_of_old_updates_are_pruned(app: AppUnderTest) -> None:
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    old = await api.started(STACK)
+    await assert_ok(await api.events(old, [stdout_event(0), stdout_event(1)]))
+    await assert_ok(await api.complete(old))
+    recent = await api.started(STACK)
+    await assert_ok(await api.events(recent, [stdout_event(0)]))
+    await assert_ok(await api.complete(recent))
+    hundred_days_ms = 100 * 86_400_000
+    await execute(
+        app, "UPDATE updates SET ended_at = NOW_MS - ? WHERE id = ?", hundred_days_ms, old.id
+    )
+    report = await gc(app, event_retention_days=90)
+    assert report.pruned_events == 2  # type: ignore[attr-defined]
+    listed = await (await api.call("GET", f"{recent.path}/events")).get_json()
+    assert [e["sequence"] for e in listed["events"]] == [0]
+    report = await gc(app, event_retention_days=0)  # 0 keeps events forever
+    assert report.pruned_events == 0  # type: ignore[attr-defined]
