@@ -11,9 +11,9 @@ import pytest
 from procella.blobs.local import LocalBlobStore
 from procella.metadata.base import MetadataStore
 from procella.metadata.postgres import LOCK_KEYS, PostgresStore
+from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
 from procella.workers.supervisor import Supervisor
-from procella.metadata.queries import updates as update_q
 from tests.contract.test_metadata_store import make_stack
 
 
