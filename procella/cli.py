@@ -17,7 +17,7 @@ import click
 
 from procella import logs
 from procella.auth.models import Role
-from procella.errors import ConfigurationError
+from procella.errors import ConfigurationError, ProcellaError
 from procella.settings import Settings, markdown_table
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def token_create(org: str, role: str, login: str | None, name: str | None) -> No
 
     try:
         click.echo(_run(_settings(), work))
-    except ConfigurationError as exc:  # e.g. an invalid organization name
+    except ProcellaError as exc:  # e.g. an invalid organization name
         raise click.ClickException(exc.message) from None
 
 

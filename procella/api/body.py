@@ -147,6 +147,11 @@ async def read_json(max_inflated: int, *, empty: Any = _REQUIRED) -> Any:
     data = await read_body(max_inflated)
     if empty is not _REQUIRED and not data.strip():
         return empty
+    return await parse_json_offloaded(data)
+
+
+async def parse_json_offloaded(data: bytes) -> Any:
+    """``parse_json``, in a thread when the body is large."""
     if len(data) > OFFLOAD_BYTES:
         return await asyncio.to_thread(parse_json, data)
     return parse_json(data)

@@ -8,7 +8,14 @@ from quart import Response, request
 
 from procella.api import wire
 from procella.api.auth import principal
-from procella.api.body import field, read_body, read_json, read_json_members, require_object
+from procella.api.body import (
+    field,
+    parse_json_offloaded,
+    read_body,
+    read_json,
+    read_json_members,
+    require_object,
+)
 from procella.api.context import services
 from procella.api.responses import int_arg, json_response, no_content, raw_json_response, stack_ref
 from procella.errors import BadRequest, NotFound
@@ -61,8 +68,7 @@ async def create_stack(org: str, project: str) -> Response:
         raise BadRequest("stacks with remote (ESC) configuration are not supported")
     state = None
     if values.get("state") is not None:
-        cp.check_untyped_deployment(values["state"])
-        state = members["state"][1]
+        state = cp.state_of(members["state"][1], values["state"])
     await services().stacks.create(caller, stack_ref(org, project, name), tags, state)
     return json_response({})
 
@@ -106,10 +112,8 @@ async def import_stack(org: str, project: str, stack: str) -> Response:
     caller = await principal()
     ref = stack_ref(org, project, stack)
     data = await read_body(services().settings.max_inflated_bytes)
-    from procella.api.body import parse_json  # local: keeps the import list short
-
-    cp.check_untyped_deployment(parse_json(data))
-    update_id = await services().stacks.import_state(caller, ref, data)
+    state = cp.state_of(data, await parse_json_offloaded(data))
+    update_id = await services().stacks.import_state(caller, ref, state)
     return json_response({"updateId": update_id})
 
 

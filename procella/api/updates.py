@@ -106,16 +106,13 @@ async def patch_checkpoint(
         raise BadRequest("a checkpoint marked invalid is not stored")
     version = field(values, "version", int)
     features = cp.check_schema(version, values.get("features"))
-    if not isinstance(values.get("deployment"), dict):
+    deployment = values.get("deployment")
+    if not isinstance(deployment, dict):
         raise BadRequest("field 'deployment' must be a JSON object")
-    await services().updates.save_full(
-        stack_ref(org, project, stack),
-        update_id,
-        token,
-        version,
-        features,
-        members["deployment"][1],
-    )
+    # The CLI sends the inner deployment; the stored text is the wrapper around its bytes.
+    text = cp.wrap_deployment(version, features, members["deployment"][1])
+    state = cp.State(text, cp.count_resources({"deployment": deployment}))
+    await services().updates.save_full(stack_ref(org, project, stack), update_id, token, state)
     return no_content()
 
 
@@ -127,13 +124,14 @@ async def patch_checkpoint_verbatim(
     values = {key: value for key, (value, _) in members.items()}
     version = field(values, "version", int)
     sequence = _sequence_number(values)
-    untyped = values.get("untypedDeployment")
-    cp.check_untyped_deployment(untyped)
-    assert isinstance(untyped, dict)
+    if "untypedDeployment" not in members:
+        raise BadRequest("missing field 'untypedDeployment'")
+    untyped, text = members["untypedDeployment"]
+    state = cp.state_of(text, untyped)
     if untyped["version"] != version:
         raise BadRequest("version does not match untypedDeployment.version")
     await services().updates.save_verbatim(
-        stack_ref(org, project, stack), update_id, token, sequence, members["untypedDeployment"][1]
+        stack_ref(org, project, stack), update_id, token, sequence, state
     )
     return no_content()
 

@@ -128,7 +128,6 @@ class StackRecord:
     name: str
     version: int
     active_update_id: str | None
-    resource_count: int
     created_at: int
     last_update_at: int | None
 
@@ -164,6 +163,7 @@ class CheckpointRecord:
     update_id: str | None
     sha256: str
     size: int
+    resource_count: int
     data: bytes | None  # inline text, or None when it lives in the blob store
     blob_key: str | None
     created_at: int

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from procella.errors import InvalidName
 
+# fullmatch, not match with "$": "$" also matches before a final newline.
 # The CLI's own rules (pulumi/sdk: tokens.ParseStackName, ValidateProjectName, stackOwnerRegexp,
 # ValidateStackTags), so that anything the CLI can produce is accepted and nothing else is.
 _STACK_OR_PROJECT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -28,7 +29,7 @@ class StackRef:
 
 
 def check_stack_name(name: str) -> str:
-    if not _STACK_OR_PROJECT.match(name):
+    if not _STACK_OR_PROJECT.fullmatch(name):
         raise InvalidName(
             f"invalid stack name {name!r}: use 1-100 letters, digits, '-', '_' or '.'"
         )
@@ -36,7 +37,7 @@ def check_stack_name(name: str) -> str:
 
 
 def check_project_name(name: str) -> str:
-    if not _STACK_OR_PROJECT.match(name):
+    if not _STACK_OR_PROJECT.fullmatch(name):
         raise InvalidName(
             f"invalid project name {name!r}: use 1-100 letters, digits, '-', '_' or '.'"
         )
@@ -44,7 +45,7 @@ def check_project_name(name: str) -> str:
 
 
 def check_org_name(name: str) -> str:
-    if not _ORG.match(name):
+    if not _ORG.fullmatch(name):
         raise InvalidName(
             f"invalid organization name {name!r}: use 3-40 letters, digits, '-' or '_', "
             "starting and ending with a letter or digit"
@@ -64,7 +65,7 @@ def check_tags(tags: object) -> dict[str, str]:
     if not isinstance(tags, dict):
         raise InvalidName("tags must be a JSON object of strings")
     for name, value in tags.items():
-        if not _TAG_NAME.match(name):
+        if not _TAG_NAME.fullmatch(name):
             raise InvalidName(
                 f"invalid tag name {name!r}: use 1-40 letters, digits, '-', '_', '.' or ':'"
             )
@@ -72,4 +73,15 @@ def check_tags(tags: object) -> dict[str, str]:
             raise InvalidName(f"tag {name!r} must have a string value")
         if len(value) > MAX_TAG_VALUE:
             raise InvalidName(f"tag {name!r} is longer than {MAX_TAG_VALUE} characters")
+        if not _is_unicode(value):
+            raise InvalidName(f"tag {name!r} is not valid Unicode (a lone surrogate)")
     return dict(tags)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON allows "\\ud800"; UTF-8 does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -100,14 +100,14 @@ class StackService:
     # Changes -------------------------------------------------------------------------
 
     async def create(
-        self, principal: Principal, ref: StackRef, tags: dict[str, str], state: bytes | None
+        self, principal: Principal, ref: StackRef, tags: dict[str, str], state: cp.State | None
     ) -> StackRecord:
-        """Create a stack; ``state`` (an UntypedDeployment text) becomes version 0."""
+        """Create a stack; ``state`` (an initial deployment) becomes version 0."""
         check_project_name(ref.project)
         check_stack_name(ref.stack)
         principal.require(ref.org, Role.MEMBER)
         stack_id = new_id()
-        stored = None if state is None else await self.texts.store(stack_id, state)
+        stored = None if state is None else await self.texts.store(stack_id, state.text)
         async with self.meta.transaction() as conn:
             org_id = await auth_q.org_id(conn, ref.org)
             if org_id is None:
@@ -118,8 +118,8 @@ class StackService:
             except UniqueViolation:
                 raise AlreadyExists(f"stack '{ref}' already exists") from None
             await stack_q.replace_tags(conn, stack_id, tags)
-            if stored is not None:
-                await _put_checkpoint(conn, stack_id, 0, None, stored)
+            if state is not None and stored is not None:
+                await checkpoint_q.put(conn, stack_id, 0, None, stored, state.resource_count)
             stack = await stack_q.get_by_id(conn, stack_id)
         assert stack is not None
         return stack
@@ -132,7 +132,8 @@ class StackService:
                 running = await update_q.running_for_stack(conn, stack.id)
                 if running is not None and running.lease_live:
                     raise UpdateConflict(CONFLICT_MESSAGE)
-                if stack.resource_count > 0:
+                latest = await checkpoint_q.latest(conn, stack.id)
+                if latest is not None and latest.resource_count > 0:
                     raise StackNotEmpty("Bad Request: Stack still contains resources.")
             await stack_q.delete(conn, stack.id)
 
@@ -165,6 +166,7 @@ class StackService:
             renamed = await asyncio.to_thread(_rename_secrets_provider, text, new_ref)
             if renamed is not None:
                 stored = await self.texts.store(stack.id, renamed)
+                count = latest.resource_count
         async with self.meta.transaction() as conn:
             locked = await _locked(conn, ref)
             if await update_q.running_for_stack(conn, stack.id) is not None:
@@ -177,14 +179,12 @@ class StackService:
                 raise AlreadyExists(f"stack '{new_ref}' already exists") from None
             if stored is not None:
                 version = await stack_q.next_version(conn, stack.id)
-                await self._put_state(conn, locked, version, "rename", principal, stored)
+                await self._put_state(conn, locked, version, "rename", principal, stored, count)
 
-    async def import_state(self, principal: Principal, ref: StackRef, text: bytes) -> str:
-        """Make ``text`` (a validated UntypedDeployment) the stack's state; return the
-        id of the ``import`` history entry."""
+    async def import_state(self, principal: Principal, ref: StackRef, state: cp.State) -> str:
+        """Make ``state`` the stack's state; return the id of the ``import`` history entry."""
         stack = await self.resolve(principal, ref, Role.MEMBER)
-        parsed = await asyncio.to_thread(cp.parse_deployment, text)
-        stored = await self.texts.store(stack.id, text)
+        stored = await self.texts.store(stack.id, state.text)
         async with self.meta.transaction() as conn:
             locked = await _locked(conn, ref)
             if locked.id != stack.id:
@@ -193,7 +193,7 @@ class StackService:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             version = await stack_q.next_version(conn, stack.id)
             return await self._put_state(
-                conn, locked, version, "import", principal, stored, cp.count_resources(parsed)
+                conn, locked, version, "import", principal, stored, state.resource_count
             )
 
     async def _put_state(
@@ -204,15 +204,14 @@ class StackService:
         kind: str,
         principal: Principal,
         stored: StoredText,
-        resource_count: int | None = None,
+        resource_count: int,
     ) -> str:
         """Record a state change that completed at once, as a history entry."""
-        count = stack.resource_count if resource_count is None else resource_count
         update_id = await update_q.insert_finished(
-            conn, stack.id, kind, version, principal.login, count
+            conn, stack.id, kind, version, principal.login, resource_count
         )
-        await _put_checkpoint(conn, stack.id, version, update_id, stored)
-        await stack_q.record_state(conn, stack.id, count)
+        await checkpoint_q.put(conn, stack.id, version, update_id, stored, resource_count)
+        await stack_q.record_update_time(conn, stack.id)
         return update_id
 
     # State -----------------------------------------------------------------------------
@@ -232,14 +231,6 @@ class StackService:
         if record is None:
             return cp.EMPTY_DEPLOYMENT
         return await self.texts.load(record)
-
-
-async def _put_checkpoint(
-    conn: Connection, stack_id: str, version: int, update_id: str | None, stored: StoredText
-) -> None:
-    await checkpoint_q.put(
-        conn, stack_id, version, update_id, stored.sha256, stored.size, stored.data, stored.blob_key
-    )
 
 
 async def _locked(conn: Connection, ref: StackRef) -> StackRecord:

@@ -69,6 +69,30 @@ def check_untyped_deployment(value: object) -> None:
         raise BadRequest("the deployment must have a 'deployment' object")
 
 
+@dataclass(frozen=True)
+class State:
+    """A validated UntypedDeployment text, exactly as received, and its resource count."""
+
+    text: bytes
+    resource_count: int
+
+
+def state_of(text: bytes, parsed: object) -> State:
+    """Validate ``parsed`` (the JSON of ``text``) as a deployment and wrap both."""
+    check_untyped_deployment(parsed)
+    assert isinstance(parsed, dict)
+    return State(text, count_resources(parsed))
+
+
+def parse_state(text: bytes) -> State:
+    """Parse and validate a text that must be a deployment (e.g. the result of a delta)."""
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadRequest("the checkpoint is not valid JSON") from None
+    return state_of(text, parsed)
+
+
 def wrap_deployment(version: int, features: Sequence[str], deployment: bytes) -> bytes:
     """Build the wrapper around a raw ``deployment`` text without touching its bytes."""
     head = b'{"version":' + str(version).encode()

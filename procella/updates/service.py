@@ -184,29 +184,21 @@ class UpdateService:
             raise LeaseInvalid("the update's lease has expired or the update has ended")
         return expires
 
-    async def save_full(
-        self,
-        ref: StackRef,
-        update_id: str,
-        token: str,
-        version: int,
-        features: list[str],
-        deployment: bytes,
-    ) -> None:
+    async def save_full(self, ref: StackRef, update_id: str, token: str, state: cp.State) -> None:
         """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent)."""
         update = await self.authorize(ref, update_id, token)
-        text = cp.wrap_deployment(version, features, deployment)
-        await self._store(update, token, text, cp.sha256_hex(text), None, update.checkpoint_seq + 1)
+        digest = cp.sha256_hex(state.text)
+        await self._store(update, token, state, digest, None, update.checkpoint_seq + 1)
 
     async def save_verbatim(
-        self, ref: StackRef, update_id: str, token: str, sequence: int, text: bytes
+        self, ref: StackRef, update_id: str, token: str, sequence: int, state: cp.State
     ) -> None:
         """``PATCH checkpointverbatim``: the exact text, numbered from 1 in each update."""
         update = await self.authorize(ref, update_id, token)
-        digest = cp.sha256_hex(text)
+        digest = cp.sha256_hex(state.text)
         if self._already_saved(update, sequence, digest):
             return
-        await self._store(update, token, text, digest, sequence - 1, sequence)
+        await self._store(update, token, state, digest, sequence - 1, sequence)
 
     async def save_delta(
         self,
@@ -236,7 +228,9 @@ class UpdateService:
         actual = await asyncio.to_thread(cp.sha256_hex, text)
         if actual != digest:
             raise BadRequest(f"checkpoint hash mismatch: expected {digest}, got {actual}")
-        await self._store(update, token, text, digest, sequence - 1, sequence)
+        # The hash proves the text is what the client meant, not that it is a deployment.
+        state = await asyncio.to_thread(cp.parse_state, text)
+        await self._store(update, token, state, digest, sequence - 1, sequence)
 
     @staticmethod
     def _already_saved(update: UpdateRecord, sequence: int, digest: str) -> bool:
@@ -256,7 +250,7 @@ class UpdateService:
         self,
         update: UpdateRecord,
         token: str,
-        text: bytes,
+        state: cp.State,
         digest: str,
         expected_seq: int | None,
         new_seq: int,
@@ -264,10 +258,16 @@ class UpdateService:
         if update.is_preview:
             raise BadRequest("a preview has no checkpoints")
         assert update.version is not None
-        stored = await self.texts.store(update.stack_id, text, digest)
+        stored = await self.texts.store(update.stack_id, state.text, digest)
         async with self.meta.single_write() as conn:
             saved = await checkpoint_q.save_step(
-                conn, update, token_hash(token), expected_seq, new_seq, stored
+                conn,
+                update,
+                token_hash(token),
+                expected_seq,
+                new_seq,
+                stored,
+                state.resource_count,
             )
             if not saved:
                 await self._explain_lost_race(conn, update.id, new_seq, digest)
@@ -321,27 +321,22 @@ class UpdateService:
             )
             if not update.is_preview:
                 await stack_q.clear_active_update(conn, update.stack_id, update.id)
-                await stack_q.record_state(conn, update.stack_id, count)
+                await stack_q.record_update_time(conn, update.stack_id)
 
     async def _results(self, update: UpdateRecord) -> tuple[str | None, int | None]:
-        """The update's resource changes (from its summary event) and, if it wrote
-        state, the number of resources in it."""
+        """The update's resource changes (from its summary event) and the resources in
+        the stack's state after it."""
         async with self.meta.read() as conn:
             summary = await event_q.last_of_kind(conn, update.id, "summaryEvent")
-            base = None
-            if not update.is_preview and update.checkpoint_seq > 0 and update.version is not None:
-                base = await checkpoint_q.get(conn, update.stack_id, update.version)
+            state = None
+            if not update.is_preview and update.version is not None:
+                state = await checkpoint_q.latest(conn, update.stack_id, at_most=update.version)
         changes = None
         if summary is not None:
             event = json.loads(summary).get("summaryEvent") or {}
             if isinstance(event.get("resourceChanges"), dict):
                 changes = json.dumps(event["resourceChanges"])
-        count = None
-        if base is not None:
-            text = await self.texts.load(base)
-            parsed = await asyncio.to_thread(cp.parse_deployment, text)
-            count = cp.count_resources(parsed)
-        return changes, count
+        return changes, None if state is None else state.resource_count
 
 
 def _check_token(

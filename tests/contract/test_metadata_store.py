@@ -73,10 +73,11 @@ async def test_bytes_round_trip_exactly(meta: MetadataStore) -> None:
     stack_id = await make_stack(meta)
     data = bytes(range(256)) * 50
     async with meta.transaction() as conn:
-        await checkpoint_q.put(conn, stack_id, 0, None, "sha", len(data), data, None)
+        await checkpoint_q.put(conn, stack_id, 0, None, StoredText("sha", len(data), data, None), 7)
     async with meta.read() as conn:
         record = await checkpoint_q.get(conn, stack_id, 0)
     assert record is not None and record.data == data and record.blob_key is None
+    assert record.resource_count == 7
 
 
 async def test_one_running_non_preview_update_per_stack(meta: MetadataStore) -> None:
@@ -147,7 +148,7 @@ async def test_save_step_is_a_compare_and_set(meta: MetadataStore) -> None:
             update = await update_q.get(conn, update_id)
         assert update is not None
         async with meta.single_write() as conn:
-            return await checkpoint_q.save_step(conn, update, lease, expected, new, stored)
+            return await checkpoint_q.save_step(conn, update, lease, expected, new, stored, 1)
 
     assert await save("lease", 0, 1, text)
     assert not await save("lease", 0, 1, StoredText("sha2", 3, b"two", None))  # stale
@@ -177,7 +178,7 @@ async def test_concurrent_save_steps_from_two_replicas_store_one(
         async def save(store: MetadataStore, body: bytes) -> bool:
             async with store.single_write() as conn:
                 stored = StoredText(body.decode(), len(body), body, None)
-                return await checkpoint_q.save_step(conn, update, "lease", 0, 1, stored)
+                return await checkpoint_q.save_step(conn, update, "lease", 0, 1, stored, 1)
 
         results = await asyncio.gather(*(save(s, b) for s, b in [(meta, b"a"), (other, b"b")] * 3))
     finally:
@@ -201,7 +202,7 @@ async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -
     async with meta.transaction() as conn:
         await stack_q.replace_tags(conn, stack_id, {"a": "b"})
         await event_q.insert_many(conn, update_id, [(0, "k", "{}")])
-        await checkpoint_q.put(conn, stack_id, 1, update_id, "s", 1, b"x", None)
+        await checkpoint_q.put(conn, stack_id, 1, update_id, StoredText("s", 1, b"x", None), 0)
         await stack_q.delete(conn, stack_id)
     async with meta.read() as conn:
         for table in ("stack_tags", "updates", "checkpoints"):

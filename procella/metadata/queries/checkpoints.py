@@ -10,10 +10,11 @@ from typing import Any, Protocol
 from procella.metadata.base import CheckpointRecord, Connection, Row, UpdateRecord
 from procella.metadata.queries.updates import RUNNING
 
-_COLUMNS = "stack_id, version, update_id, sha256, size, data, blob_key, created_at"
+_COLUMNS = "stack_id, version, update_id, sha256, size, resource_count, data, blob_key, created_at"
 _UPSERT = (
     "ON CONFLICT (stack_id, version) DO UPDATE SET update_id = excluded.update_id, "
-    "sha256 = excluded.sha256, size = excluded.size, data = excluded.data, "
+    "sha256 = excluded.sha256, size = excluded.size, "
+    "resource_count = excluded.resource_count, data = excluded.data, "
     "blob_key = excluded.blob_key, created_at = excluded.created_at"
 )
 # Compare-and-set of an update's checkpoint sequence, allowed only while its lease is live.
@@ -37,16 +38,17 @@ class StoredRow(Protocol):
 
 
 def _checkpoint(row: Row) -> CheckpointRecord:
-    data = row[5]
+    data = row[6]
     return CheckpointRecord(
         stack_id=row[0],
         version=int(row[1]),
         update_id=row[2],
         sha256=row[3],
         size=int(row[4]),
+        resource_count=int(row[5]),
         data=None if data is None else bytes(data),
-        blob_key=row[6],
-        created_at=int(row[7]),
+        blob_key=row[7],
+        created_at=int(row[8]),
     )
 
 
@@ -81,15 +83,22 @@ async def put(
     stack_id: str,
     version: int,
     update_id: str | None,
-    sha256: str,
-    size: int,
-    data: bytes | None,
-    blob_key: str | None,
+    text: StoredRow,
+    resource_count: int,
 ) -> None:
     """Insert or replace the checkpoint of one stack version."""
     await conn.execute(
-        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
-        (stack_id, version, update_id, sha256, size, data, blob_key),
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
+        (
+            stack_id,
+            version,
+            update_id,
+            text.sha256,
+            text.size,
+            resource_count,
+            text.data,
+            text.blob_key,
+        ),
     )
 
 
@@ -100,6 +109,7 @@ async def save_step(
     expected_seq: int | None,
     new_seq: int,
     text: StoredRow,
+    resource_count: int,
 ) -> bool:
     """Advance the update to checkpoint ``new_seq`` and store its text, atomically.
 
@@ -112,19 +122,19 @@ async def save_step(
     if expected_seq is not None:
         advance += " AND checkpoint_seq = ?"
         params.append(expected_seq)
-    row_values = [update.id, text.sha256, text.size, text.data, text.blob_key]
+    row_values = [update.id, text.sha256, text.size, resource_count, text.data, text.blob_key]
     if conn.dialect == "postgres":
         changed = await conn.execute(
             f"WITH step AS ({advance} RETURNING stack_id, version) "
             f"INSERT INTO checkpoints ({_COLUMNS}) "
-            f"SELECT stack_id, version, ?, ?, ?, ?, ?, NOW_MS FROM step {_UPSERT}",
+            f"SELECT stack_id, version, ?, ?, ?, ?, ?, ?, NOW_MS FROM step {_UPSERT}",
             [*params, *row_values],
         )
         return changed == 1
     if await conn.execute(advance, params) != 1:
         return False
     await conn.execute(
-        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
         [update.stack_id, update.version, *row_values],
     )
     return True

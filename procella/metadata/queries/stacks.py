@@ -10,9 +10,14 @@ from procella.metadata.base import Connection, Row, StackRecord
 
 _STACK_COLUMNS = (
     "s.id, s.org_id, o.name, s.project, s.name, s.version, s.active_update_id, "
-    "s.resource_count, s.created_at, s.last_update_at"
+    "s.created_at, s.last_update_at"
 )
 _STACK_FROM = "FROM stacks s JOIN orgs o ON o.id = s.org_id"
+# Derived, never stored twice: the resource count of the stack's newest checkpoint.
+_RESOURCE_COUNT = (
+    "COALESCE((SELECT c.resource_count FROM checkpoints c WHERE c.stack_id = s.id "
+    "ORDER BY c.version DESC LIMIT 1), 0)"
+)
 
 
 def _stack(row: Row) -> StackRecord:
@@ -24,9 +29,8 @@ def _stack(row: Row) -> StackRecord:
         name=row[4],
         version=int(row[5]),
         active_update_id=row[6],
-        resource_count=int(row[7]),
-        created_at=int(row[8]),
-        last_update_at=None if row[9] is None else int(row[9]),
+        created_at=int(row[7]),
+        last_update_at=None if row[8] is None else int(row[8]),
     )
 
 
@@ -112,15 +116,9 @@ async def next_version(conn: Connection, stack_id: str) -> int:
     return int(row[0])
 
 
-async def record_state(conn: Connection, stack_id: str, resource_count: int | None) -> None:
-    """Note that the stack's state changed now (and how many resources it holds)."""
-    if resource_count is None:
-        await conn.execute("UPDATE stacks SET last_update_at = NOW_MS WHERE id = ?", (stack_id,))
-    else:
-        await conn.execute(
-            "UPDATE stacks SET last_update_at = NOW_MS, resource_count = ? WHERE id = ?",
-            (resource_count, stack_id),
-        )
+async def record_update_time(conn: Connection, stack_id: str) -> None:
+    """Note that an operation on the stack ended now (``lastUpdate`` in listings)."""
+    await conn.execute("UPDATE stacks SET last_update_at = NOW_MS WHERE id = ?", (stack_id,))
 
 
 @dataclass(frozen=True)
@@ -170,7 +168,7 @@ async def list_page(
             params.append(f.tag_value)
         where.append(tag_sql + ")")
     sql = (
-        f"SELECT s.id, o.name, s.project, s.name, s.last_update_at, s.resource_count {_STACK_FROM}"
+        f"SELECT s.id, o.name, s.project, s.name, s.last_update_at, {_RESOURCE_COUNT} {_STACK_FROM}"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY o.name, s.project, s.name LIMIT ?"
     )

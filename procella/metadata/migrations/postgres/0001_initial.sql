@@ -37,7 +37,6 @@ CREATE TABLE stacks (
     name              TEXT NOT NULL,
     version           BIGINT NOT NULL DEFAULT 0,
     active_update_id  TEXT,
-    resource_count    BIGINT NOT NULL DEFAULT 0,
     created_at        BIGINT NOT NULL,
     last_update_at    BIGINT,
     UNIQUE (org_id, project, name)
@@ -84,6 +83,8 @@ CREATE TABLE checkpoints (
     update_id   TEXT,
     sha256      TEXT NOT NULL,
     size        BIGINT NOT NULL,
+    -- Resources in this state: what `stack ls` shows and what `stack rm` refuses to orphan.
+    resource_count BIGINT NOT NULL DEFAULT 0,
     data        BYTEA,
     blob_key    TEXT,
     created_at  BIGINT NOT NULL,

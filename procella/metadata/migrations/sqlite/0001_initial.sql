@@ -36,7 +36,6 @@ CREATE TABLE stacks (
     name              TEXT NOT NULL,
     version           INTEGER NOT NULL DEFAULT 0,
     active_update_id  TEXT,
-    resource_count    INTEGER NOT NULL DEFAULT 0,
     created_at        INTEGER NOT NULL,
     last_update_at    INTEGER,
     UNIQUE (org_id, project, name)
@@ -83,6 +82,8 @@ CREATE TABLE checkpoints (
     update_id   TEXT,
     sha256      TEXT NOT NULL,
     size        INTEGER NOT NULL,
+    -- Resources in this state: what `stack ls` shows and what `stack rm` refuses to orphan.
+    resource_count INTEGER NOT NULL DEFAULT 0,
     data        BLOB,
     blob_key    TEXT,
     created_at  INTEGER NOT NULL,

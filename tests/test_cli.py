@@ -1,0 +1,72 @@
+"""The ``procella`` admin commands, against a real embedded deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from procella import create_app
+from procella.cli import main
+from procella.settings import Settings
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"PROCELLA_DATA_DIR": str(tmp_path / "data"), "PROCELLA_LOG_LEVEL": "WARNING"}
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_migrate_applies_once(env: dict[str, str]) -> None:
+    assert "0001_initial.sql" in run(env, "migrate")
+    assert "up to date" in run(env, "migrate")
+
+
+def test_token_create_mints_a_working_member_token(env: dict[str, str]) -> None:
+    token = run(env, "token", "create", "--org", "acme", "--role", "member", "--user", "alice")
+    token = token.strip().splitlines()[-1]
+    assert token.startswith("pul-")
+
+    async def whoami() -> dict[str, object]:
+        settings = Settings(data_dir=env["PROCELLA_DATA_DIR"])
+        async with create_app(settings).test_app() as app:
+            client = app.test_client()
+            response = await client.get("/api/user", headers={"Authorization": f"token {token}"})
+            found: dict[str, object] = json.loads(await response.get_data())
+            return found
+
+    body = asyncio.run(whoami())
+    assert body["githubLogin"] == "alice"
+    assert [o["githubLogin"] for o in body["organizations"]] == ["acme"]  # type: ignore[attr-defined]
+
+
+def test_token_create_rejects_an_invalid_org(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        main, ["token", "create", "--org", "a", "--role", "viewer"], env=env
+    )
+    assert result.exit_code != 0
+    assert "invalid organization name" in result.output
+
+
+def test_gc_once_runs_a_cycle(env: dict[str, str]) -> None:
+    assert "GcReport(" in run(env, "gc", "--once")
+
+
+def test_settings_hides_secrets(env: dict[str, str]) -> None:
+    out = run({**env, "PROCELLA_ADMIN_TOKEN": "pul-secret"}, "settings")
+    assert "PROCELLA_ADMIN_TOKEN=(set)" in out
+    assert "pul-secret" not in out
+
+
+def test_bad_settings_fail_with_the_variable_name(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, ["settings"], env={**env, "PROCELLA_WORKERS": "many"})
+    assert result.exit_code != 0
+    assert "PROCELLA_WORKERS" in result.output
