@@ -257,3 +257,15 @@ async def test_errors_after_close_are_not_silent(store_factory: StoreFactory) ->
     with pytest.raises((AssertionError, TransientStoreError)):
         async with store.read() as conn:
             await conn.fetchone("SELECT 1")
+
+
+async def test_replicas_starting_together_migrate_once(store_factory: StoreFactory) -> None:
+    stores = [store_factory() for _ in range(3)]
+    for store in stores:
+        await store.open()
+    try:
+        applied = await asyncio.gather(*(store.migrate() for store in stores))
+    finally:
+        for store in stores:
+            await store.close()
+    assert sorted(len(names) for names in applied) == [0, 0, 1]
