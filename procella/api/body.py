@@ -18,6 +18,8 @@ from quart import request
 
 from procella.errors import BadRequest, PayloadTooLarge
 
+# Integers in requests must fit the database's 64-bit columns.
+INT64 = 2**63
 # Above this size, decompression and parsing move to a thread so the event loop stays free.
 OFFLOAD_BYTES = 256 * 1024
 _WS = re.compile(r"[ \t\n\r]*")
@@ -184,4 +186,6 @@ def field(
         raise BadRequest(f"field {name!r} has the wrong type")
     if not isinstance(value, kinds):
         raise BadRequest(f"field {name!r} has the wrong type")
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        raise BadRequest(f"field {name!r} is out of range")
     return value

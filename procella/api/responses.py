@@ -29,7 +29,7 @@ def stack_ref(org: str, project: str, stack: str) -> StackRef:
     return check_ref(StackRef(org, project, stack))
 
 
-def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
     """An integer query parameter within bounds, or ``default`` when absent."""
     raw = request.args.get(name)
     if raw is None or raw == "":
@@ -38,7 +38,6 @@ def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int | None = 
         value = int(raw)
     except ValueError:
         raise BadRequest(f"query parameter {name!r} must be an integer") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        raise BadRequest(f"query parameter {name!r} must be between {minimum}{upper}")
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"query parameter {name!r} must be between {minimum} and {maximum}")
     return value

@@ -6,7 +6,6 @@ Values travel as standard base64 with padding (Go's encoding of ``[]byte``).
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from typing import Any
 
@@ -28,7 +27,7 @@ def _b64decode(value: Any, what: str) -> bytes:
         raise BadRequest(f"{what} must be a base64 string")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise BadRequest(f"{what} is not valid base64") from None
 
 

@@ -20,7 +20,14 @@ from procella.api.context import services
 from procella.api.responses import int_arg, json_response, no_content, raw_json_response, stack_ref
 from procella.errors import BadRequest, NotFound
 from procella.metadata.queries.stacks import StackFilter
-from procella.stacks.models import StackRef, check_org_name, check_project_name, check_tags
+from procella.stacks.models import (
+    StackRef,
+    check_org_name,
+    check_project_name,
+    check_tag_name,
+    check_tag_value,
+    check_tags,
+)
 from procella.updates import checkpoints as cp
 
 HISTORY_MAX_PAGE = 1000
@@ -33,12 +40,14 @@ async def list_user_stacks() -> Response:
     tag_value = args.get("tagValue") or None
     if tag_value is not None and tag_name is None:
         raise BadRequest("tagValue needs tagName")
+    org, project = args.get("organization") or None, args.get("project") or None
+    # Filters follow the naming rules: a value no stack can have is a mistake to report.
     f = StackFilter(
         member_user_id=None if caller.site_admin else caller.user_id,
-        org=args.get("organization") or None,
-        project=args.get("project") or None,
-        tag_name=tag_name,
-        tag_value=tag_value,
+        org=None if org is None else check_org_name(org),
+        project=None if project is None else check_project_name(project),
+        tag_name=None if tag_name is None else check_tag_name(tag_name),
+        tag_value=None if tag_value is None else check_tag_value(tag_value),
     )
     page = await services().stacks.list(caller, f, args.get("continuationToken") or None)
     return json_response(
@@ -120,7 +129,7 @@ async def import_stack(org: str, project: str, stack: str) -> Response:
 async def stack_history(org: str, project: str, stack: str) -> Response:
     caller = await principal()
     page_size = int_arg("pageSize", 100, minimum=1, maximum=HISTORY_MAX_PAGE)
-    page = int_arg("page", 1, minimum=1)
+    page = int_arg("page", 1, minimum=1, maximum=2**31)  # page * pageSize must fit 64 bits
     updates = await services().updates.history(
         caller, stack_ref(org, project, stack), page_size, page
     )

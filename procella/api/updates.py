@@ -10,7 +10,7 @@ from quart import Response
 
 from procella.api import wire
 from procella.api.auth import principal, update_token
-from procella.api.body import field, read_json, read_json_members, require_object
+from procella.api.body import INT64, field, read_json, read_json_members, require_object
 from procella.api.context import services
 from procella.api.responses import int_arg, json_response, no_content, stack_ref
 from procella.errors import BadRequest
@@ -19,6 +19,7 @@ from procella.updates import checkpoints as cp
 from procella.updates.service import Event
 
 EVENTS_PAGE = 500
+DEFAULT_LEASE_SECONDS = 300  # what the CLI asks for
 MAX_EVENTS_PER_BATCH = 1000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -89,7 +90,11 @@ async def list_events(org: str, project: str, stack: str, kind: str, update_id: 
 async def renew_lease(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
     token = update_token()
     body = require_object(await read_json(_max_inflated()))
-    duration = field(body, "duration", int, required=False) or 300
+    duration = field(body, "duration", int, required=False)
+    if duration is None:
+        duration = DEFAULT_LEASE_SECONDS
+    if duration < 1:
+        raise BadRequest("duration must be a positive number of seconds")
     expires = await services().updates.renew(
         stack_ref(org, project, stack), update_id, token, duration
     )
@@ -186,8 +191,8 @@ def _parse_events(raw_events: list[Any]) -> list[Event]:
         if not isinstance(event, dict):
             raise BadRequest(f"events[{i}] must be an object")
         sequence = event.get("sequence")
-        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
-            raise BadRequest(f"events[{i}].sequence must be a non-negative integer")
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence < INT64:
+            raise BadRequest(f"events[{i}].sequence must be a non-negative 64-bit integer")
         kinds = [k for k in event if k.endswith("Event") and event[k] is not None]
         if len(kinds) != 1:
             raise BadRequest(f"events[{i}] must carry exactly one kind of event")

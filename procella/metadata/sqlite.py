@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -85,6 +85,28 @@ class SqliteConnection:
         return [tuple(r) for r in rows]
 
 
+async def _finish(db: aiosqlite.Connection, release: Callable[[], None]) -> None:
+    """End whatever transaction is open on ``db``, then ``release`` it; complete even when
+    the calling task is cancelled.
+
+    A client that hangs up cancels its request mid-statement, but the statement still runs
+    on aiosqlite's thread: handing the connection back at once would leave a transaction
+    open on it for the next user ("cannot start a transaction within a transaction").
+    """
+
+    async def reset() -> None:
+        try:
+            await db.execute("SELECT 1")  # queued behind any statement still running
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is closed
+            log.warning("could not reset a SQLite connection: %s", exc)
+        finally:
+            release()
+
+    await asyncio.shield(asyncio.ensure_future(reset()))
+
+
 class SqliteStore:
     """``MetadataStore`` on a SQLite file."""
 
@@ -129,18 +151,18 @@ class SqliteStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteConnection]:
-        assert self._writer is not None, "store is not open"
-        async with self._write_lock:
+        db = self._writer
+        assert db is not None, "store is not open"
+        await self._write_lock.acquire()
+        try:
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
+                await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _map_error(exc) from exc
-            try:
-                yield SqliteConnection(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+            yield SqliteConnection(db)
+            await db.execute("COMMIT")
+        finally:
+            await _finish(db, self._write_lock.release)
 
     def single_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
         return self.transaction()
@@ -151,12 +173,10 @@ class SqliteStore:
         db = await self._readers.get()
         try:
             await db.execute("BEGIN")
-            try:
-                yield SqliteConnection(db)
-            finally:
-                await db.execute("ROLLBACK")
+            yield SqliteConnection(db)
         finally:
-            self._readers.put_nowait(db)
+            readers = self._readers
+            await _finish(db, lambda: readers.put_nowait(db))
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:

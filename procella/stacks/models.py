@@ -65,21 +65,34 @@ def check_tags(tags: object) -> dict[str, str]:
     if not isinstance(tags, dict):
         raise InvalidName("tags must be a JSON object of strings")
     for name, value in tags.items():
-        if not _TAG_NAME.fullmatch(name):
-            raise InvalidName(
-                f"invalid tag name {name!r}: use 1-40 letters, digits, '-', '_', '.' or ':'"
-            )
+        check_tag_name(name)
         if not isinstance(value, str):
             raise InvalidName(f"tag {name!r} must have a string value")
-        if len(value) > MAX_TAG_VALUE:
-            raise InvalidName(f"tag {name!r} is longer than {MAX_TAG_VALUE} characters")
-        if not _is_unicode(value):
-            raise InvalidName(f"tag {name!r} is not valid Unicode (a lone surrogate)")
+        check_tag_value(value)
     return dict(tags)
 
 
-def _is_unicode(text: str) -> bool:
-    """False for strings holding lone surrogates (JSON allows "\\ud800"; UTF-8 does not)."""
+def check_tag_name(name: str) -> str:
+    if not _TAG_NAME.fullmatch(name):
+        raise InvalidName(
+            f"invalid tag name {name!r}: use 1-40 letters, digits, '-', '_', '.' or ':'"
+        )
+    return name
+
+
+def check_tag_value(value: str) -> str:
+    if len(value) > MAX_TAG_VALUE:
+        raise InvalidName(f"a tag value is longer than {MAX_TAG_VALUE} characters")
+    if not is_storable_text(value):
+        raise InvalidName("a tag value holds a NUL character or a lone surrogate")
+    return value
+
+
+def is_storable_text(text: str) -> bool:
+    """False for text no database column can hold as it is: NUL characters (PostgreSQL
+    text refuses them) or lone surrogates (JSON allows "\\ud800"; UTF-8 does not)."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

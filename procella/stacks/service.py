@@ -23,6 +23,7 @@ from procella.metadata.queries import new_id
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef, check_org_name, check_project_name, check_stack_name
+from procella.stacks.rename import rename_deployment
 from procella.updates import checkpoints as cp
 from procella.updates.texts import CheckpointTexts, StoredText
 
@@ -146,11 +147,12 @@ class StackService:
     async def rename(
         self, principal: Principal, ref: StackRef, new_project: str, new_name: str
     ) -> None:
-        """Rename (and maybe move to another project); secrets keep working.
+        """Rename (and maybe move to another project), as the CLI's file backend does.
 
-        The "service" secrets provider in the state names the stack, and the CLI calls
-        that name to decrypt. So the current state is rewritten with the new name as a
-        new version, recorded in the history as a ``rename``.
+        The state names the stack twice over: in every resource URN, and in the "service"
+        secrets provider the CLI calls to decrypt. So the current state is rewritten for
+        the new name (``procella.stacks.rename``) as a new version, recorded in the
+        history as a ``rename``.
         """
         check_project_name(new_project)
         check_stack_name(new_name)
@@ -160,13 +162,11 @@ class StackService:
             return
         async with self.meta.read() as conn:
             latest = await checkpoint_q.latest(conn, stack.id)
-        stored = None
+        stored: StoredText | None = None
         if latest is not None:
             text = await self.texts.load(latest)
-            renamed = await asyncio.to_thread(_rename_secrets_provider, text, new_ref)
-            if renamed is not None:
-                stored = await self.texts.store(stack.id, renamed)
-                count = latest.resource_count
+            renamed = await asyncio.to_thread(_renamed_state, text, ref, new_ref)
+            stored = await self.texts.store(stack.id, renamed)
         async with self.meta.transaction() as conn:
             locked = await _locked(conn, ref)
             if await update_q.running_for_stack(conn, stack.id) is not None:
@@ -177,9 +177,11 @@ class StackService:
                 await stack_q.rename(conn, stack.id, new_project, new_name)
             except UniqueViolation:
                 raise AlreadyExists(f"stack '{new_ref}' already exists") from None
-            if stored is not None:
+            if latest is not None and stored is not None:
                 version = await stack_q.next_version(conn, stack.id)
-                await self._put_state(conn, locked, version, "rename", principal, stored, count)
+                await self._put_state(
+                    conn, locked, version, "rename", principal, stored, latest.resource_count
+                )
 
     async def import_state(self, principal: Principal, ref: StackRef, state: cp.State) -> str:
         """Make ``state`` the stack's state; return the id of the ``import`` history entry."""
@@ -240,19 +242,9 @@ async def _locked(conn: Connection, ref: StackRef) -> StackRecord:
     return stack
 
 
-def _rename_secrets_provider(text: bytes, new_ref: StackRef) -> bytes | None:
-    """The state with its service secrets provider pointing at ``new_ref``, or None if it
-    has no such provider (then nothing needs rewriting)."""
+def _renamed_state(text: bytes, old: StackRef, new: StackRef) -> bytes:
     wrapper = cp.parse_deployment(text)
-    deployment = wrapper.get("deployment")
-    provider = deployment.get("secrets_providers") if isinstance(deployment, dict) else None
-    if not isinstance(provider, dict) or provider.get("type") != "service":
-        return None
-    state = provider.get("state")
-    if not isinstance(state, dict):
-        return None
-    state["project"] = new_ref.project
-    state["stack"] = new_ref.stack
+    rename_deployment(wrapper, (old.org, old.project, old.stack), (new.org, new.project, new.stack))
     return json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -127,7 +127,11 @@ def parse_text_edits(value: object) -> list[TextEdit]:
             raise BadRequest(f"deploymentDelta[{i}] offsets must be integers")
         if not isinstance(new_text, str):
             raise BadRequest(f"deploymentDelta[{i}].NewText must be a string")
-        edits.append(TextEdit(start, end, new_text.encode()))
+        try:
+            encoded = new_text.encode()
+        except UnicodeEncodeError:
+            raise BadRequest(f"deploymentDelta[{i}].NewText is not valid Unicode") from None
+        edits.append(TextEdit(start, end, encoded))
     return edits
 
 

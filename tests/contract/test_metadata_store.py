@@ -269,3 +269,27 @@ async def test_replicas_starting_together_migrate_once(store_factory: StoreFacto
         for store in stores:
             await store.close()
     assert sorted(len(names) for names in applied) == [0, 0, 1]
+
+
+async def test_cancelled_requests_leave_the_store_usable(meta: MetadataStore) -> None:
+    """A client that hangs up cancels its request at any await, mid-transaction included."""
+    stack_id = await make_stack(meta)
+
+    async def read() -> None:
+        async with meta.read() as conn:
+            await conn.fetchone("SELECT version FROM stacks WHERE id = ?", (stack_id,))
+            await asyncio.sleep(0)
+
+    async def write() -> None:
+        async with meta.transaction() as conn:
+            await stack_q.next_version(conn, stack_id)
+            await asyncio.sleep(0)
+
+    for delay in (0, 0.0005, 0.001, 0.002, 0.005):
+        tasks = [asyncio.create_task(work()) for work in (read, write) * 10]
+        await asyncio.sleep(delay)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for _ in range(3):
+        await asyncio.wait_for(asyncio.gather(*(read() for _ in range(10)), write()), 10)

@@ -1,0 +1,115 @@
+"""Fixtures of the e2e suite: the real `pulumi` CLI against `procella serve`.
+
+* ``toolchain``: the pinned CLI, Python language host and SDK venv (built once per machine by
+  pulumi_toolchain.py, under a file lock, so pytest-xdist workers share one build).
+* ``server``: one ``procella serve`` per xdist worker and checkpoint mode. It is parametrized,
+  so every test runs against ``delta`` (delta checkpoints with cutoff 0: the CLI sends
+  ``checkpointdelta`` from the second checkpoint of every update on) and ``full`` (the
+  whole deployment on every ``PATCH .../checkpoint``).
+* ``pulumi``: the CLI logged in to that server as the site admin, with a fresh PULUMI_HOME.
+* ``names``: an org, project and stack names no other test uses (tests share a server).
+
+When a test fails, the part of the server log written during the test is attached to its
+report. PROCELLA_E2E_LOG_LEVEL=DEBUG makes that log verbose.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pulumi_toolchain
+import pytest
+from e2e_harness import Names, ProcellaServer, PulumiCLI, make_project
+
+MODES = {"delta": True, "full": False}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: drives the real pulumi CLI against procella serve")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def toolchain() -> Path:
+    try:
+        return pulumi_toolchain.ensure_toolchain(verbose=True)
+    except pulumi_toolchain.ToolchainError as exc:
+        pytest.fail(f"cannot build the pulumi toolchain: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session", params=sorted(MODES), ids=str)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProcellaServer]:
+    mode = str(request.param)
+    data_dir = tmp_path_factory.mktemp(f"procella-{mode}") / "data"
+    instance = ProcellaServer(data_dir, delta=MODES[mode], cutoff_bytes=0)
+    # The finalizer runs even when start() or a test fails, so the server never outlives us.
+    request.addfinalizer(instance.stop)
+    instance.start()
+    yield instance
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the server log written during a failed test to its report."""
+    report = yield
+    server = getattr(item, "funcargs", {}).get("server")
+    start = getattr(item, "_procella_log_start", None)
+    if report.failed and isinstance(server, ProcellaServer) and start is not None:
+        report.sections.append(("procella serve log during the test", server.log_tail(start)))
+    return report
+
+
+@pytest.fixture
+def pulumi(
+    request: pytest.FixtureRequest, toolchain: Path, server: ProcellaServer, tmp_path: Path
+) -> Iterator[PulumiCLI]:
+    # Where the server log stood when the test began (see the report hook above).
+    request.node._procella_log_start = server.log_size()
+    cli = PulumiCLI(
+        toolchain,
+        tmp_path / "pulumi-home",
+        backend_url=server.url,
+        token=server.admin_token,
+        cwd=tmp_path,
+    )
+    cli.login()
+    yield cli
+    cli.close()
+
+
+@pytest.fixture
+def other_cli(pulumi: PulumiCLI, tmp_path: Path) -> Iterator[Callable[[str], PulumiCLI]]:
+    """A second user (another token, its own PULUMI_HOME), logged in to the same server."""
+    made: list[PulumiCLI] = []
+
+    def make(token: str) -> PulumiCLI:
+        cli = pulumi.with_token(token, tmp_path / f"pulumi-home-{len(made) + 1}")
+        cli.login()
+        made.append(cli)
+        return cli
+
+    yield make
+    for cli in made:
+        cli.close()
+
+
+@pytest.fixture
+def names() -> Names:
+    token = secrets.token_hex(4)
+    return Names(org=f"e2e-{token}", project=f"proj-{token}")
+
+
+@pytest.fixture
+def project_dir(names: Names, tmp_path: Path) -> Path:
+    """The `things` program as project ``names.project``, in this test's temp folder."""
+    return make_project("things", names.project, tmp_path)

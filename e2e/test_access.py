@@ -1,0 +1,104 @@
+"""Roles: a viewer reads but cannot write; a member of another org does not see the stack.
+
+Tokens come from `procella token create --org ORG --role ROLE` run on the server's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from e2e_harness import (
+    Names,
+    ProcellaServer,
+    PulumiCLI,
+    Result,
+    Stack,
+    expect_fail,
+    make_project,
+    resources,
+)
+
+
+def expect_denied(result: Result, *, hidden: bool = False) -> None:
+    """Refused for lack of rights: 403, or, for a stack the caller may not even see, the
+    CLI's 404 message. Anything else (a 500, a bad request) is a failure for another reason."""
+    expect_fail(result)
+    output = result.output.lower()
+    refused = "[403]" in output or (hidden and "no stack named" in output)
+    assert refused, f"expected a 403{' or 404' if hidden else ''}:\n{result.describe()}"
+
+
+def test_viewer_reads_but_cannot_write(
+    pulumi: PulumiCLI,
+    server: ProcellaServer,
+    names: Names,
+    project_dir: Path,
+    tmp_path: Path,
+    other_cli: Callable[[str], PulumiCLI],
+) -> None:
+    owner = Stack(pulumi, names.stack(), project_dir).init()
+    owner.up()
+    before = owner.export()
+    history_before = owner.ok("stack", "history", "--json").json()
+
+    viewer = other_cli(server.create_token(names.org, "viewer"))
+    viewer_stack = Stack(viewer, owner.name, make_project("things", names.project, tmp_path / "v"))
+    rows = viewer.json(
+        "--fully-qualify-stack-names", "stack", "ls", "--json", "-a", "-o", names.org
+    )
+    assert [row["name"] for row in rows] == [owner.name]
+    assert resources(viewer_stack.export()) == resources(before)
+
+    expect_denied(viewer_stack.run("up", "--yes", "--skip-preview"))
+    expect_denied(viewer_stack.run("config", "set", "--secret", "token", "nope"))
+    expect_denied(viewer_stack.run("stack", "tag", "set", "owner", "viewer"))
+    expect_denied(viewer_stack.run("stack", "rm", "--yes", "--force"))
+
+    # Nothing changed on the server.
+    assert resources(owner.export()) == resources(before)
+    assert owner.ok("stack", "history", "--json").json() == history_before
+    assert "owner" not in owner.ok("stack", "tag", "ls", "--json").json()
+
+    # A member of the org may write (so the failures above are about the role).
+    member = other_cli(server.create_token(names.org, "member"))
+    member_stack = Stack(member, owner.name, make_project("things", names.project, tmp_path / "m"))
+    assert member_stack.up() == {"same": 8}
+
+
+def test_member_of_another_org_cannot_see_the_stack(
+    pulumi: PulumiCLI,
+    server: ProcellaServer,
+    names: Names,
+    project_dir: Path,
+    tmp_path: Path,
+    other_cli: Callable[[str], PulumiCLI],
+) -> None:
+    owner = Stack(pulumi, names.stack(), project_dir).init()
+    owner.ok("config", "set", "--secret", "token", "for-members-only")
+    other_org = f"{names.org}-x"
+    Stack(pulumi, f"{other_org}/{names.project}/dev", project_dir).init()  # creates the org
+
+    outsider = other_cli(server.create_token(other_org, "member"))
+    outsider_dir = make_project("things", names.project, tmp_path / "o")
+    listing = outsider.run(
+        "--fully-qualify-stack-names", "stack", "ls", "--json", "-a", "-o", names.org
+    )
+    # Listing another org shows nothing (or is refused); it never fails otherwise.
+    if listing.rc == 0:
+        assert listing.json() == [], listing.describe()
+    else:
+        expect_denied(listing)
+    expect_denied(
+        outsider.run("stack", "export", "--stack", owner.name, cwd=outsider_dir), hidden=True
+    )
+    expect_denied(outsider.run("stack", "select", owner.name, cwd=outsider_dir), hidden=True)
+    expect_denied(
+        outsider.run("up", "--yes", "--skip-preview", "--stack", owner.name, cwd=outsider_dir),
+        hidden=True,
+    )
+    # Its own org's stacks are visible to it.
+    own = outsider.json(
+        "--fully-qualify-stack-names", "stack", "ls", "--json", "-a", "-o", other_org
+    )
+    assert [row["name"] for row in own] == [f"{other_org}/{names.project}/dev"]

@@ -1,0 +1,505 @@
+"""Bad input: every malformed request gets a clear 4xx JSON error and changes nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from tests.helpers import (
+    DEFAULT_ORG,
+    Api,
+    Update,
+    assert_error,
+    assert_ok,
+    body_json,
+    gz,
+    stdout_event,
+    untyped,
+)
+
+S = f"{DEFAULT_ORG}/proj/dev"
+
+
+class World:
+    """A stack with history, a secret and a running update, and a snapshot of all of it."""
+
+    def __init__(self, api: Api, update: Update) -> None:
+        self.api = api
+        self.update = update
+
+    async def snapshot(self) -> dict[str, Any]:
+        api = self.api
+        return {
+            "export": await api.export_bytes(S),
+            "stack": await api.stack_json(S),
+            "history": await api.history(S),
+            "stacks": (await api.list_stacks())["stacks"],
+            "status": await body_json(await api.status(self.update)),
+            "events": await body_json(await api.call("GET", f"{self.update.path}/events")),
+        }
+
+    def body_routes(self) -> list[tuple[str, str, str | None]]:
+        """(method, path, lease) of every route that reads a JSON body."""
+        u = self.update
+        return [
+            ("POST", f"/api/stacks/{DEFAULT_ORG}/proj", None),
+            ("PATCH", f"/api/stacks/{S}/tags", None),
+            ("POST", f"/api/stacks/{S}/rename", None),
+            ("POST", f"/api/stacks/{S}/import", None),
+            ("POST", f"/api/stacks/{S}/encrypt", None),
+            ("POST", f"/api/stacks/{S}/decrypt", None),
+            ("POST", f"/api/stacks/{S}/batch-encrypt", None),
+            ("POST", f"/api/stacks/{S}/batch-decrypt", None),
+            ("POST", f"/api/stacks/{S}/update", None),
+            ("POST", f"/api/stacks/{S}/preview", None),
+            ("POST", f"/api/stacks/{S}/update/{self.pending_id}", None),
+            ("POST", f"{u.path}/renew_lease", u.token),
+            ("PATCH", f"{u.path}/checkpoint", u.token),
+            ("PATCH", f"{u.path}/checkpointverbatim", u.token),
+            ("PATCH", f"{u.path}/checkpointdelta", u.token),
+            ("POST", f"{u.path}/events/batch", u.token),
+            ("POST", f"{u.path}/complete", u.token),
+        ]
+
+    pending_id = ""
+
+
+@pytest.fixture
+async def world(api: Api) -> World:
+    await api.new_stack(S, tags={"keep": "me"})
+    await api.run_update(S, untyped(2), message="first")
+    update = await api.started(S)
+    await assert_ok(await api.events(update, [stdout_event(0)]), 204)
+    await assert_ok(await api.verbatim(update, json.dumps(untyped(3)).encode(), 1), 204)
+    w = World(api, update)
+    w.pending_id = (await api.new_update(S)).id
+    return w
+
+
+async def send_everywhere(
+    world: World,
+    raw: bytes,
+    *,
+    gzip_body: bool = False,
+    status: int = 400,
+    skip_start: bool = False,
+) -> None:
+    for method, path, lease in world.body_routes():
+        if skip_start and path.endswith(world.pending_id):
+            continue
+        response = await world.api.call(method, path, raw=raw, gzip_body=gzip_body, lease=lease)
+        try:
+            await assert_error(response, status)
+        except AssertionError as exc:
+            raise AssertionError(f"{method} {path}: {exc}") from None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"not json",
+        b'{"a":1}}',
+        b'{"a":1} {"b":2}',
+        b"{'single': 'quotes'}",
+        b'{"a":1,}',
+        b'{"a" 1}',
+        b"\xff\xfe{}",
+        b'{"a":"\xff"}',
+        b'{"a": NaN}',
+        b'{"a": Infinity}',
+        b'{"a": -Infinity}',
+        b'{"events":[{"sequence":NaN,"timestamp":1,"stdoutEvent":{}}]}',
+        b'{"a": "\x01"}',
+    ],
+)
+async def test_malformed_json_everywhere(world: World, raw: bytes) -> None:
+    before = await world.snapshot()
+    await send_everywhere(world, raw)
+    await send_everywhere(world, raw, gzip_body=True)
+    assert await world.snapshot() == before
+
+
+@pytest.mark.parametrize("raw", [b"", b"  \n", b"null", b"[]", b"1", b'"text"', b"true"])
+async def test_empty_body_or_not_an_object(world: World, raw: bytes) -> None:
+    before = await world.snapshot()
+    # Starting an update may have an empty body (no tags); every other route needs one.
+    await send_everywhere(world, raw, skip_start=not raw.strip())
+    assert await world.snapshot() == before
+
+
+@pytest.mark.parametrize("depth", [100_000, 400_000])
+async def test_deeply_nested_json(world: World, depth: int) -> None:
+    before = await world.snapshot()
+    for raw in (b"[" * depth, b'{"a":' * depth, b'{"events":' + b"[" * depth):
+        # 400_000 bytes is above the size where parsing moves to a thread.
+        await send_everywhere(world, raw, gzip_body=depth > 100_000)
+    assert await world.snapshot() == before
+    assert (await world.api.client.get("/healthz")).status_code == 200
+    assert (await world.api.get_stack(S)).status_code == 200
+
+
+async def test_deeply_nested_state_inside_a_valid_envelope(world: World) -> None:
+    api, update = world.api, world.update
+    deep = b"[" * 50_000 + b"]" * 50_000
+    before = await world.snapshot()
+    raw = b'{"version":3,"untypedDeployment":{"version":3,"deployment":{"x":' + deep
+    raw += b'}},"sequenceNumber":2}'
+    response = await api.call(
+        "PATCH", f"{update.path}/checkpointverbatim", raw=raw, gzip_body=True, lease=update.token
+    )
+    await assert_error(response, 400)
+    raw = b'{"version":3,"deployment":{"x":' + deep + b"}}"
+    await assert_error(await api.import_state(S, None, raw=raw), 400)
+    assert await world.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("renew", {"token": "", "duration": True}),
+        ("renew", {"token": "", "duration": "300"}),
+        ("renew", {"token": "", "duration": 1.5}),
+        ("events", {"events": {}}),
+        ("events", {"events": [1]}),
+        ("events", {"events": [{"sequence": True, "stdoutEvent": {}}]}),
+        ("events", {"events": [{"sequence": "1", "stdoutEvent": {}}]}),
+        ("events", {"events": [{"sequence": -1, "stdoutEvent": {}}]}),
+        ("events", {"events": [{"stdoutEvent": {"message": "no sequence"}}]}),
+        ("events", {"events": [{"sequence": 5}]}),
+        ("events", {"events": [{"sequence": 5, "stdoutEvent": {}, "diagnosticEvent": {}}]}),
+        ("events", {"events": [stdout_event(i) for i in range(1001)]}),
+        ("complete", {"status": True}),
+        ("start", {"tags": ["a"]}),
+        ("start", {"tags": {"bad tag!": "x"}}),
+        ("start", {"tags": {"t": 1}}),
+        ("create", {"options": {"dryRun": "yes"}}),
+        ("create", {"options": []}),
+        ("create", {"config": {"k": "v"}}),
+        ("create", {"config": {"k": {"string": 1}}}),
+        ("create", {"metadata": {"message": 5}}),
+        ("create", {"metadata": {"environment": {"k": 1}}}),
+        ("tags", {"a": 1}),
+        ("tags", {"": "x"}),
+        ("tags", {"x" * 41: "x"}),
+        ("tags", {"t": "v" * 257}),
+        ("rename", {"newName": ["x"]}),
+        ("rename", {"newName": "ok", "newProject": 3}),
+    ],
+)
+async def test_wrong_field_types(world: World, route: str, body: Any) -> None:
+    api, u = world.api, world.update
+    path, lease = {
+        "renew": (f"{u.path}/renew_lease", u.token),
+        "events": (f"{u.path}/events/batch", u.token),
+        "complete": (f"{u.path}/complete", u.token),
+        "start": (f"/api/stacks/{S}/update/{world.pending_id}", None),
+        "create": (f"/api/stacks/{S}/update", None),
+        "tags": (f"/api/stacks/{S}/tags", None),
+        "rename": (f"/api/stacks/{S}/rename", None),
+    }[route]
+    method = "PATCH" if route == "tags" else "POST"
+    before = await world.snapshot()
+    await assert_error(await api.call(method, path, body, lease=lease), 400)
+    assert await world.snapshot() == before
+
+
+async def test_lone_surrogates_in_tag_values_are_400(world: World) -> None:
+    """JSON may escape a lone surrogate (\\ud800); it is not text and cannot be stored."""
+    api = world.api
+    before = await world.snapshot()
+    raw = b'{"t": "\\ud800"}'
+    await assert_error(await api.call("PATCH", f"/api/stacks/{S}/tags", raw=raw), 400)
+    raw = b'{"stackName": "other", "tags": {"t": "\\udfff"}}'
+    await assert_error(await api.call("POST", f"/api/stacks/{DEFAULT_ORG}/proj", raw=raw), 400)
+    assert await world.snapshot() == before
+
+
+async def test_unknown_stacks_and_updates_are_404(world: World) -> None:
+    api, u = world.api, world.update
+    missing = f"{DEFAULT_ORG}/proj/missing"
+    for method, path, body in (
+        ("GET", f"/api/stacks/{missing}", None),
+        ("DELETE", f"/api/stacks/{missing}", None),
+        ("PATCH", f"/api/stacks/{missing}/tags", {}),
+        ("POST", f"/api/stacks/{missing}/rename", {"newName": "x", "newProject": "proj"}),
+        ("GET", f"/api/stacks/{missing}/export", None),
+        ("GET", f"/api/stacks/{missing}/export/0", None),
+        ("POST", f"/api/stacks/{missing}/import", untyped(0)),
+        ("GET", f"/api/stacks/{missing}/updates", None),
+        ("GET", f"/api/stacks/{missing}/updates/latest", None),
+        ("POST", f"/api/stacks/{missing}/update", {}),
+        ("POST", f"/api/stacks/{missing}/update/{u.id}", {}),
+        ("GET", f"/api/stacks/{missing}/update/{u.id}", None),
+        ("POST", f"/api/stacks/{missing}/update/{u.id}/cancel", None),
+        ("GET", f"/api/stacks/{missing}/update/{u.id}/events", None),
+        ("GET", f"/api/stacks/{S}/update/nope", None),
+        ("GET", f"/api/stacks/{S}/update/nope/events", None),
+        ("POST", f"/api/stacks/{S}/update/nope", {}),
+        ("POST", f"/api/stacks/{S}/update/nope/cancel", None),
+    ):
+        kwargs: dict[str, Any] = {} if body is None else {"body": body}
+        response = await api.call(method, path, **kwargs)
+        try:
+            await assert_error(response, 404)
+        except AssertionError as exc:
+            raise AssertionError(f"{method} {path}: {exc}") from None
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        f"{DEFAULT_ORG}/proj/bad%20name",
+        f"{DEFAULT_ORG}/proj/{'s' * 101}",
+        f"{DEFAULT_ORG}/proj/a*b",
+        f"{DEFAULT_ORG}/pr+oj/dev",
+        f"{DEFAULT_ORG}/{'p' * 101}/dev",
+        "ab/proj/dev",
+        "-abc/proj/dev",
+        "abc-/proj/dev",
+        "a.bc/proj/dev",
+        f"{'o' * 41}/proj/dev",
+        f"{DEFAULT_ORG}/proj/dev%0A",  # a trailing newline
+        f"{DEFAULT_ORG}/proj%0A/dev",
+        "acme%0A/proj/dev",
+    ],
+)
+async def test_names_the_cli_rejects_are_400(api: Api, ref: str) -> None:
+    org, project, stack = ref.split("/")
+    for method, path, body in (
+        ("GET", f"/api/stacks/{ref}", None),
+        ("GET", f"/api/stacks/{ref}/export", None),
+        ("POST", f"/api/stacks/{ref}/encrypt", {"plaintext": ""}),
+        ("POST", f"/api/stacks/{ref}/update", {}),
+        ("POST", f"/api/stacks/{org}/{project}", {"stackName": unquote(stack)}),
+    ):
+        kwargs: dict[str, Any] = {} if body is None else {"body": body}
+        response = await api.call(method, path, **kwargs)
+        try:
+            await assert_error(response, 400)
+        except AssertionError as exc:
+            raise AssertionError(f"{method} {path}: {exc}") from None
+    assert (await api.list_stacks())["stacks"] == []
+
+
+async def test_names_at_the_limits_are_accepted(api: Api) -> None:
+    for ref in (
+        f"{'o' * 40}/{'p' * 100}/{'s' * 100}",
+        "abc/p/s",
+        "a-_9/proj.x_y-z/Stack.Name_1-2",
+    ):
+        await api.new_stack(ref)
+        assert (await api.stack_json(ref))["stackName"] == ref.split("/")[2]
+
+
+async def test_oversized_bodies_are_413(custom_app) -> None:
+    async with custom_app(max_request_bytes=4096, max_inflated_bytes=16384) as (_, api):
+        await api.new_stack(S)
+        update = await api.started(S)
+        big = json.dumps({"events": [stdout_event(i, "x" * 100) for i in range(50)]}).encode()
+        assert len(big) > 4096
+        response = await api.call(
+            "POST", f"{update.path}/events/batch", raw=big, lease=update.token
+        )
+        await assert_error(response, 413)
+        plain_import = json.dumps(untyped(60)).encode()
+        assert len(plain_import) > 4096
+        response = await api.call("POST", f"/api/stacks/{S}/import", raw=plain_import)
+        await assert_error(response, 413)
+        # Small when compressed, too large once inflated.
+        inflated = json.dumps(untyped(200)).encode()
+        assert len(inflated) > 16384 and len(gz(inflated)) < 4096
+        await assert_error(await api.import_state(S, None, raw=inflated), 413)
+        response = await api.call(
+            "POST", f"{update.path}/events/batch", raw=big * 4, gzip_body=True, lease=update.token
+        )
+        await assert_error(response, 413)
+        assert [h["kind"] for h in await api.history(S)] == ["update"]  # no import
+        assert (await body_json(await api.call("GET", f"{update.path}/events")))["events"] == []
+        # Within the limits, all is well.
+        await assert_ok(await api.events(update, [stdout_event(0)]), 204)
+
+
+async def test_gzip_bombs_are_413(custom_app) -> None:
+    async with custom_app(max_request_bytes=256 * 1024, max_inflated_bytes=1024 * 1024) as (
+        _,
+        api,
+    ):
+        await api.new_stack(S)
+        update = await api.started(S)
+        bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9)
+        assert len(bomb) < 128 * 1024
+        members = gzip.compress(b" " * 200_000) * 6  # multi-member, 1.2 MB in all
+        for payload in (bomb, members):
+            for method, path, lease in (
+                ("POST", f"/api/stacks/{S}/import", None),
+                ("POST", f"/api/stacks/{S}/batch-decrypt", None),
+                ("PATCH", f"{update.path}/checkpoint", update.token),
+                ("PATCH", f"{update.path}/checkpointverbatim", update.token),
+                ("POST", f"{update.path}/events/batch", update.token),
+            ):
+                response = await api.call(
+                    method,
+                    path,
+                    raw=payload,
+                    lease=lease,
+                    headers={"Content-Encoding": "gzip"},
+                )
+                await assert_error(response, 413)
+        assert (await api.client.get("/healthz")).status_code == 200
+        assert json.loads(await api.export_bytes(S))["deployment"]["manifest"]["version"] == ""
+
+
+async def test_invalid_gzip_is_400(world: World) -> None:
+    api = world.api
+    good = gz(json.dumps({"events": [stdout_event(1)]}))
+    before = await world.snapshot()
+    for payload in (
+        b"not gzip at all",
+        good[:-4],  # truncated
+        good[:20],
+        good + b"garbage",
+        good[:10] + bytes([good[10] ^ 0xFF]) + good[11:],
+    ):
+        for method, path, lease in world.body_routes():
+            response = await api.call(
+                method, path, raw=payload, lease=lease, headers={"Content-Encoding": "gzip"}
+            )
+            try:
+                await assert_error(response, 400)
+            except AssertionError as exc:
+                raise AssertionError(f"{method} {path}: {exc}") from None
+    assert await world.snapshot() == before
+
+
+async def test_unsupported_content_encoding(world: World) -> None:
+    api, u = world.api, world.update
+    response = await api.call(
+        "POST",
+        f"{u.path}/events/batch",
+        {"events": [stdout_event(1)]},
+        lease=u.token,
+        headers={"Content-Encoding": "br"},
+    )
+    assert response.status_code in (400, 415)
+    await assert_error(response, response.status_code)
+
+
+async def test_gzip_is_accepted_on_every_body_route(api: Api) -> None:
+    """The CLI gzips some routes; the server reads gzip wherever it comes."""
+    await api.new_stack(S)
+    response = await api.call("PATCH", f"/api/stacks/{S}/tags", {"a": "b"}, gzip_body=True)
+    await assert_ok(response, (200, 204))
+    assert (await api.stack_json(S))["tags"] == {"a": "b"}
+    ciphertext = (
+        await body_json(
+            await api.call(
+                "POST", f"/api/stacks/{S}/encrypt", {"plaintext": "eA=="}, gzip_body=True
+            )
+        )
+    )["ciphertext"]
+    decrypted = await api.call(
+        "POST", f"/api/stacks/{S}/decrypt", {"ciphertext": ciphertext}, gzip_body=True
+    )
+    assert (await body_json(decrypted))["plaintext"] == "eA=="
+    response = await api.call(
+        "POST", f"/api/stacks/{S}/update", {"options": {"dryRun": False}}, gzip_body=True
+    )
+    update_id = (await body_json(response))["updateID"]
+    response = await api.call("POST", f"/api/stacks/{S}/update/{update_id}", {}, gzip_body=True)
+    token = (await body_json(response))["token"]
+    path = f"/api/stacks/{S}/update/{update_id}"
+    response = await api.call(
+        "POST", f"{path}/renew_lease", {"duration": 60}, gzip_body=True, lease=token
+    )
+    assert response.status_code == 200
+    response = await api.call(
+        "POST", f"{path}/complete", {"status": "succeeded"}, gzip_body=True, lease=token
+    )
+    await assert_ok(response, 204)
+    assert (await api.history(S))[0]["result"] == "succeeded"
+
+
+async def test_server_stays_healthy_after_bad_input(world: World) -> None:
+    api = world.api
+    for raw in (b"[" * 200_000, b"\x00" * 1000, b'{"a":' + b'"' * 1000):
+        await send_everywhere(world, raw)
+    assert (await api.client.get("/readyz")).status_code == 200
+    await assert_ok(await world.api.complete(world.update), 204)
+    assert (await api.stack_json(S))["activeUpdate"] == ""
+
+
+async def test_integers_beyond_64_bits_are_400(world: World) -> None:
+    """Python ints are unbounded; the databases' are not. An int the stores cannot hold
+    must be refused as bad input, not end in a 500."""
+    api, u = world.api, world.update
+    before = await world.snapshot()
+    for query in ({"page": str(2**62)}, {"page": str(2**64)}, {"pageSize": str(2**64)}):
+        response = await api.call("GET", f"/api/stacks/{S}/updates", query=query)
+        # An empty page is a fine answer to a page far past the end; a 500 is not.
+        if response.status_code != 200:
+            await assert_error(response, 400)
+        else:
+            assert (await body_json(response))["updates"] == []
+    for token in (str(2**63), str(2**64)):
+        response = await api.call("GET", f"{u.path}/events", query={"continuationToken": token})
+        if response.status_code != 200:
+            await assert_error(response, 400)
+        else:
+            assert (await body_json(response))["events"] == []
+    for sequence in (2**63, 2**64):
+        await assert_error(await api.events(u, [stdout_event(sequence)]), 400)
+    for body in ({"token": "", "duration": 2**64}, {"token": "", "duration": -(2**64)}):
+        response = await api.call("POST", f"{u.path}/renew_lease", body, lease=u.token)
+        assert response.status_code in (200, 400)
+        if response.status_code == 400:
+            await assert_error(response, 400)
+    await assert_error(await api.verbatim(u, b'{"version":3,"deployment":{}}', 2**64), 400)
+    await assert_error(await api.export(S, 2**70), 404)
+    assert await world.snapshot() == before
+
+
+async def test_negative_lease_duration_is_400(world: World) -> None:
+    """A negative duration is not a duration; it must not cut the lease to a second."""
+    api, u = world.api, world.update
+    response = await api.call(
+        "POST", f"{u.path}/renew_lease", {"token": "", "duration": -5}, lease=u.token
+    )
+    await assert_error(response, 400)
+    body = await body_json(await api.renew(u, 300))
+    assert body["token"] == u.token
+
+
+async def test_nul_characters_in_tag_values_are_400(world: World) -> None:
+    """PostgreSQL text cannot hold NUL; the answer must be the same 400 on every backend."""
+    api = world.api
+    before = await world.snapshot()
+    raw = b'{"t": "a\\u0000b"}'
+    await assert_error(await api.call("PATCH", f"/api/stacks/{S}/tags", raw=raw), 400)
+    raw = b'{"stackName": "other", "tags": {"t": "\\u0000"}}'
+    await assert_error(await api.call("POST", f"/api/stacks/{DEFAULT_ORG}/proj", raw=raw), 400)
+    raw = b'{"tags": {"t": "\\u0000"}}'
+    path = f"/api/stacks/{S}/update/{world.pending_id}"
+    await assert_error(await api.call("POST", path, raw=raw), 400)
+    assert await world.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"project": "a\x00b"},
+        {"organization": "org\x00"},
+        {"tagName": "t\x00"},
+        {"tagName": "keep", "tagValue": "m\x00e"},
+    ],
+)
+async def test_nul_characters_in_list_filters(world: World, query: dict[str, str]) -> None:
+    response = await world.api.call("GET", "/api/user/stacks", query=query)
+    if response.status_code == 200:
+        assert (await body_json(response))["stacks"] == []
+    else:
+        await assert_error(response, 400)

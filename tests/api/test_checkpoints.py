@@ -1,0 +1,449 @@
+"""Checkpoints: full, verbatim (byte-exact) and delta, sequence numbers and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.helpers import (
+    DEFAULT_ORG,
+    Api,
+    Update,
+    assert_error,
+    assert_ok,
+    body_json,
+    delta_between,
+    sha256_hex,
+    text_edit,
+    untyped,
+)
+
+S = f"{DEFAULT_ORG}/proj/dev"
+
+
+def cli_text(resources: int, extra: str = "") -> bytes:
+    """A wrapper as the CLI writes it for delta mode: compact, HTML-escaped, non-ASCII."""
+    state = untyped(resources)
+    for r in state["deployment"].get("resources", []):
+        r.setdefault("outputs", {})["note"] = f"caf\u00e9 \u20ac <tag> & {extra}"
+    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+@pytest.fixture
+async def update(api: Api) -> Update:
+    await api.new_stack(S)
+    return await api.started(S)
+
+
+async def test_full_checkpoint_keeps_the_deployment_bytes(api: Api, update: Update) -> None:
+    deployment = (
+        b'{ "manifest" : {"time":"2024-01-01T00:00:00Z","magic":"","version":"v3"},\n'
+        b'  "resources": [ {"urn":"urn:pulumi:dev::p::a:b:C::x","type":"a:b:C","custom":true,'
+        b'"outputs":{"z":1,"a":"\\u003c\xc3\xa9"}} ] }'
+    )
+    raw = b'{"isInvalid":false,"version":3,"deployment":' + deployment + b"}"
+    response = await api.call(
+        "PATCH", f"{update.path}/checkpoint", raw=raw, gzip_body=True, lease=update.token
+    )
+    await assert_ok(response, 204)
+    assert await api.export_bytes(S) == b'{"version":3,"deployment":' + deployment + b"}"
+    # A retry of the same body changes nothing.
+    await assert_ok(
+        await api.call(
+            "PATCH", f"{update.path}/checkpoint", raw=raw, gzip_body=True, lease=update.token
+        ),
+        204,
+    )
+    await assert_ok(await api.complete(update), 204)
+    assert json.loads(await api.export_bytes(S, 1))["deployment"]["resources"][0]["outputs"] == {
+        "z": 1,
+        "a": "<\u00e9",
+    }
+    [summary] = (await api.list_stacks())["stacks"]
+    assert summary["resourceCount"] == 1
+
+
+async def test_full_checkpoint_v4_with_features(api: Api, update: Update) -> None:
+    state = {"version": 4, "features": ["refreshBeforeUpdate", "views"], **untyped(1)}
+    state["version"] = 4
+    await assert_ok(await api.checkpoint(update, state), 204)
+    exported = json.loads(await api.export_bytes(S))
+    assert exported["version"] == 4
+    assert exported["features"] == ["refreshBeforeUpdate", "views"]
+
+
+async def test_full_checkpoints_replace_each_other(api: Api, update: Update) -> None:
+    for n in (1, 3, 2):
+        await assert_ok(await api.checkpoint(update, untyped(n)), 204)
+    await assert_ok(await api.complete(update), 204)
+    assert len(json.loads(await api.export_bytes(S))["deployment"]["resources"]) == 2
+    assert (await api.list_stacks())["stacks"][0]["resourceCount"] == 2
+
+
+async def test_bad_full_checkpoints_change_nothing(api: Api, update: Update) -> None:
+    await assert_ok(await api.checkpoint(update, untyped(1)), 204)
+    before = await api.export_bytes(S)
+    path = f"{update.path}/checkpoint"
+    for body in (
+        {"isInvalid": True, "version": 3, "deployment": {}},
+        {"version": 3, "deployment": []},
+        {"version": 3},
+        {"version": 7, "deployment": {}},
+        {"version": "3", "deployment": {}},
+        {"version": 3.0, "deployment": {}},
+        {"version": True, "deployment": {}},
+        {"version": 3, "features": ["views"], "deployment": {}},
+        {"version": 4, "features": ["nope"], "deployment": {}},
+        {"version": 4, "features": "views", "deployment": {}},
+        [],
+    ):
+        response = await api.call("PATCH", path, body, gzip_body=True, lease=update.token)
+        await assert_error(response, 400)
+    assert await api.export_bytes(S) == before
+
+
+async def test_verbatim_is_stored_byte_exact(api: Api, update: Update) -> None:
+    text = (
+        b'{"version":3,"deployment":{"manifest":{"time":"t","magic":"","version":""},'
+        b'"secrets_providers":{"type":"service","state":{"url":"u"}},  "resources" : '
+        b'[{"urn":"u\\u0026","type":"t","outputs":{"b":2,"a":"\xe2\x82\xac"}}],"metadata":{}}}'
+    )
+    await assert_ok(await api.verbatim(update, text, 1), 204)
+    assert await api.export_bytes(S) == text
+    await assert_ok(await api.complete(update), 204)
+    assert await api.export_bytes(S, update.version) == text
+    assert (await api.list_stacks())["stacks"][0]["resourceCount"] == 1
+
+
+async def test_verbatim_sequence_numbers(api: Api, update: Update) -> None:
+    one, two, three = cli_text(1), cli_text(2), cli_text(3)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    # A retry (same number, same bytes) is a no-op success.
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    # The same number with other bytes is a conflict.
+    await assert_error(await api.verbatim(update, two, 1), 409)
+    # A gap is a conflict.
+    await assert_error(await api.verbatim(update, two, 3), 409)
+    assert await api.export_bytes(S) == one
+    await assert_ok(await api.verbatim(update, two, 2), 204)
+    # A stale number is refused, even with bytes it once carried.
+    await assert_error(await api.verbatim(update, one, 1), 409)
+    await assert_ok(await api.verbatim(update, three, 3), 204)
+    await assert_ok(await api.verbatim(update, three, 3), 204)
+    assert await api.export_bytes(S) == three
+
+
+async def test_verbatim_sequence_starts_at_one(api: Api, update: Update) -> None:
+    await assert_error(await api.verbatim(update, cli_text(1), 0), 400)
+    await assert_error(await api.verbatim(update, cli_text(1), -1), 400)
+    await assert_error(await api.verbatim(update, cli_text(1), 2), 409)
+    state = json.loads(await api.export_bytes(S))
+    assert "resources" not in state["deployment"]
+
+
+async def test_bad_verbatim_bodies_change_nothing(api: Api, update: Update) -> None:
+    await assert_ok(await api.verbatim(update, cli_text(1), 1), 204)
+    before = await api.export_bytes(S)
+    path = f"{update.path}/checkpointverbatim"
+    good = cli_text(2)
+    for raw in (
+        b'{"version":4,"untypedDeployment":' + good + b',"sequenceNumber":2}',  # mismatch
+        b'{"version":3,"untypedDeployment":' + good + b',"sequenceNumber":"2"}',
+        b'{"version":3,"untypedDeployment":' + good + b',"sequenceNumber":2.0}',
+        b'{"version":3,"untypedDeployment":' + good + b',"sequenceNumber":true}',
+        b'{"version":3,"untypedDeployment":' + good + b"}",
+        b'{"version":3,"untypedDeployment":"text","sequenceNumber":2}',
+        b'{"version":3,"untypedDeployment":{"version":3},"sequenceNumber":2}',
+        b'{"version":3,"untypedDeployment":{"version":9,"deployment":{}},"sequenceNumber":2}',
+        b'{"untypedDeployment":' + good + b',"sequenceNumber":2}',
+        b'{"version":3,"untypedDeployment":' + good + b',"sequenceNumber":2} trailing',
+        b'{"version":3,"untypedDeployment":' + good + b',"sequenceNumber":2,}',
+        b'{"version":3,"untypedDeployment":' + good[:-1] + b',"sequenceNumber":2}',
+    ):
+        response = await api.call("PATCH", path, raw=raw, gzip_body=True, lease=update.token)
+        await assert_error(response, 400)
+    assert await api.export_bytes(S) == before
+    # The next number is still 2.
+    await assert_ok(await api.verbatim(update, good, 2), 204)
+
+
+async def test_delta_checkpoints_apply_byte_offsets(api: Api, update: Update) -> None:
+    one = cli_text(3, "first")
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    two = cli_text(3, "second \u00fc")
+    edits = delta_between(one, two)
+    start = edits[0]["Span"]["start"]["offset"]
+    assert len(one[:start].decode()) < start  # non-ASCII before the edit: bytes, not chars
+    await assert_ok(await api.delta(update, edits, sha256_hex(two), 2), 204)
+    assert await api.export_bytes(S) == two
+    # Several edits in one delta, after non-ASCII text (offsets are bytes, not characters).
+    three = two.replace(b"second", b"third!", 1).replace(b"id-2", b"id-Z", 1)
+    first_at = two.index(b"second")
+    second_at = two.index(b"id-2")
+    assert second_at > first_at
+    multi = [
+        text_edit(first_at, first_at + len(b"second"), "third!"),
+        text_edit(second_at, second_at + len(b"id-2"), "id-Z"),
+    ]
+    await assert_ok(await api.delta(update, multi, sha256_hex(three), 3), 204)
+    assert await api.export_bytes(S) == three
+    # A retry of the same delta is a no-op success.
+    await assert_ok(await api.delta(update, multi, sha256_hex(three), 3), 204)
+    assert await api.export_bytes(S) == three
+    # Inserting and deleting whole resources (growing and shrinking the text).
+    four = cli_text(5, "fourth")
+    await assert_ok(await api.delta(update, delta_between(three, four), sha256_hex(four), 4), 204)
+    five = cli_text(2, "fifth")
+    await assert_ok(await api.delta(update, delta_between(four, five), sha256_hex(five), 5), 204)
+    assert await api.export_bytes(S) == five
+    await assert_ok(await api.complete(update), 204)
+    assert await api.export_bytes(S) == five
+    assert (await api.list_stacks())["stacks"][0]["resourceCount"] == 2
+
+
+async def test_delta_with_an_empty_edit_list(api: Api, update: Update) -> None:
+    one = cli_text(1)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    await assert_ok(await api.delta(update, [], sha256_hex(one), 2), 204)
+    await assert_ok(await api.verbatim(update, cli_text(2), 3), 204)
+
+
+async def test_bad_deltas_are_refused_and_a_verbatim_retry_succeeds(
+    api: Api, update: Update
+) -> None:
+    one = cli_text(2, "one")
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    two = cli_text(2, "two")
+    good = delta_between(one, two)
+    start = good[0]["Span"]["start"]["offset"]
+    end = good[0]["Span"]["end"]["offset"]
+    cases = [
+        # wrong hash
+        (good, sha256_hex(two + b" "), 400),
+        # span past the end
+        ([text_edit(len(one) - 1, len(one) + 5, "x")], sha256_hex(two), 400),
+        # start after end
+        ([text_edit(end, start, "x")], sha256_hex(two), 400),
+        # negative offset
+        ([text_edit(-1, 3, "x")], sha256_hex(two), 400),
+        # overlapping spans
+        ([text_edit(0, 10, "a"), text_edit(5, 12, "b")], sha256_hex(two), 400),
+    ]
+    for edits, digest, status in cases:
+        await assert_error(await api.delta(update, edits, digest, 2), status)
+        assert await api.export_bytes(S) == one
+    # Malformed delta bodies.
+    path = f"{update.path}/checkpointdelta"
+    for body in (
+        {"version": 3, "checkpointHash": "abc", "sequenceNumber": 2, "deploymentDelta": good},
+        {
+            "version": 3,
+            "checkpointHash": sha256_hex(two).upper(),
+            "sequenceNumber": 2,
+            "deploymentDelta": good,
+        },
+        {
+            "version": 3,
+            "checkpointHash": sha256_hex(two),
+            "sequenceNumber": 2,
+            "deploymentDelta": {"x": 1},
+        },
+        {
+            "version": 3,
+            "checkpointHash": sha256_hex(two),
+            "sequenceNumber": 2,
+            "deploymentDelta": [{"Span": {}, "NewText": "x"}],
+        },
+        {
+            "version": 3,
+            "checkpointHash": sha256_hex(two),
+            "sequenceNumber": 2,
+            "deploymentDelta": [text_edit(True, 3, "x")],
+        },
+        {
+            "version": 3,
+            "checkpointHash": sha256_hex(two),
+            "sequenceNumber": 2,
+            "deploymentDelta": [{**good[0], "NewText": 5}],
+        },
+        {"version": 3, "checkpointHash": sha256_hex(two), "deploymentDelta": good},
+        {
+            "version": 9,
+            "checkpointHash": sha256_hex(two),
+            "sequenceNumber": 2,
+            "deploymentDelta": good,
+        },
+    ):
+        response = await api.call("PATCH", path, body, gzip_body=True, lease=update.token)
+        await assert_error(response, 400)
+        assert await api.export_bytes(S) == one
+    # What the CLI does after any failed delta: the same step, verbatim, same number.
+    await assert_ok(await api.verbatim(update, two, 2), 204)
+    assert await api.export_bytes(S) == two
+
+
+async def test_delta_sequence_numbers(api: Api, update: Update) -> None:
+    one = cli_text(1, "a")
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    two = cli_text(1, "b")
+    edits = delta_between(one, two)
+    await assert_error(await api.delta(update, edits, sha256_hex(two), 3), 409)  # gap
+    await assert_error(await api.delta(update, edits, sha256_hex(two), 1), 409)  # replay, other
+    assert await api.export_bytes(S) == one
+    await assert_ok(await api.delta(update, edits, sha256_hex(two), 2), 204)
+    assert await api.export_bytes(S) == two
+
+
+async def test_delta_without_a_base_in_this_update(api: Api, update: Update) -> None:
+    one = cli_text(1)
+    edits = [text_edit(0, 0, one.decode())]
+    response = await api.delta(update, edits, sha256_hex(one), 1)
+    assert response.status_code in (400, 409)
+    await assert_error(response, response.status_code)
+    # A base from an earlier update does not count: each update starts with a verbatim.
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    await assert_ok(await api.complete(update), 204)
+    nxt = await api.started(S)
+    two = cli_text(2)
+    response = await api.delta(nxt, delta_between(one, two), sha256_hex(two), 1)
+    assert response.status_code in (400, 409)
+    await assert_error(response, response.status_code)
+    assert await api.export_bytes(S) == one
+    await assert_ok(await api.verbatim(nxt, two, 1), 204)
+
+
+async def test_delta_that_does_not_produce_json_is_refused(api: Api, update: Update) -> None:
+    """A delta whose result (with a matching hash) is not a deployment must not become
+    the stack's state: the export would break every CLI reading it."""
+    one = cli_text(1)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    broken = one[:-1]  # the closing brace removed: not JSON any more
+    response = await api.delta(
+        update, [text_edit(len(one) - 1, len(one), "")], sha256_hex(broken), 2
+    )
+    await assert_error(response, 400)
+    assert await api.export_bytes(S) == one
+    await assert_ok(await api.complete(update), 204)
+
+
+@pytest.mark.parametrize("route", ["checkpoint", "checkpointverbatim", "checkpointdelta"])
+async def test_previews_have_no_checkpoints(api: Api, route: str) -> None:
+    await api.new_stack(S)
+    await api.run_update(S, untyped(1))
+    before = await api.export_bytes(S)
+    for kind, dry_run in (("preview", True), ("update", True)):
+        preview = await api.started(S, kind, dry_run=dry_run)
+        text = cli_text(2)
+        if route == "checkpoint":
+            response = await api.checkpoint(preview, untyped(2))
+        elif route == "checkpointverbatim":
+            response = await api.verbatim(preview, text, 1)
+        else:
+            response = await api.delta(preview, [text_edit(0, 0, "")], sha256_hex(before), 1)
+        await assert_error(response, 400)
+        await assert_ok(await api.complete(preview), 204)
+    assert await api.export_bytes(S) == before
+    assert (await api.stack_json(S))["version"] == 1
+
+
+async def test_cancelled_update_keeps_its_resources_counted(api: Api, update: Update) -> None:
+    """A CLI killed mid-update, then `pulumi cancel`: the resources it created are in the
+    state, so `stack rm` without --force must still refuse, and `stack ls` count them."""
+    await assert_ok(await api.checkpoint(update, untyped(3)), 204)
+    await assert_ok(await api.cancel(update), (200, 204))
+    assert len(json.loads(await api.export_bytes(S))["deployment"]["resources"]) == 3
+    assert (await api.list_stacks())["stacks"][0]["resourceCount"] == 3
+    response = await api.call("DELETE", f"/api/stacks/{S}", query={"force": "false"})
+    assert await assert_error(response, 400) == "Bad Request: Stack still contains resources."
+
+
+async def test_full_checkpoint_retry_after_complete_is_refused(api: Api, update: Update) -> None:
+    await assert_ok(await api.checkpoint(update, untyped(1)), 204)
+    await assert_ok(await api.complete(update), 204)
+    await assert_error(await api.checkpoint(update, untyped(2)), 403)
+    assert len(json.loads(await api.export_bytes(S))["deployment"]["resources"]) == 1
+    assert (await body_json(await api.status(update)))["status"] == "succeeded"
+
+
+async def test_concurrent_writes_of_one_sequence_number(api: Api, update: Update) -> None:
+    """Two replicas receiving the same step: the same bytes both succeed; different bytes
+    for one number let exactly one win, and the state is the winner's."""
+    one = cli_text(1, "same")
+    results = await asyncio.gather(*(api.verbatim(update, one, 1) for _ in range(4)))
+    assert [r.status_code for r in results] == [204] * 4
+    texts = [cli_text(2, f"writer {i}") for i in range(4)]
+    results = await asyncio.gather(*(api.verbatim(update, t, 2) for t in texts))
+    statuses = [r.status_code for r in results]
+    assert sorted(statuses) == [204, 409, 409, 409]
+    winner = texts[statuses.index(204)]
+    assert await api.export_bytes(S) == winner
+    three = cli_text(3)
+    response = await api.delta(update, delta_between(winner, three), sha256_hex(three), 3)
+    await assert_ok(response, 204)
+
+
+async def test_identical_text_in_a_new_update_is_its_delta_base(api: Api, update: Update) -> None:
+    """An update that writes exactly the previous state must not be deduplicated away:
+    its next delta is computed against that text."""
+    one = cli_text(2)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    await assert_ok(await api.complete(update), 204)
+    nxt = await api.started(S)
+    await assert_ok(await api.verbatim(nxt, one, 1), 204)
+    two = cli_text(3)
+    await assert_ok(await api.delta(nxt, delta_between(one, two), sha256_hex(two), 2), 204)
+    await assert_ok(await api.complete(nxt), 204)
+    assert await api.export_bytes(S, nxt.version) == two
+    assert await api.export_bytes(S, update.version) == one
+
+
+async def test_a_failed_write_is_stored_by_the_retry(settings, custom_app) -> None:
+    """The CLI retries a 5xx with identical bytes and the same sequence number; a write
+    that failed must not be mistaken for one already stored (the TypeScript peer's bug)."""
+    if settings.blob_backend != "local":
+        pytest.skip("breaks the local blob folder on purpose")
+    async with custom_app(checkpoint_inline_max_bytes=0) as (_, api):
+        await api.new_stack(S)
+        stack_id = (await api.stack_json(S))["id"]
+        update = await api.started(S)
+        one, two = cli_text(1, "one"), cli_text(1, "two")
+        await assert_ok(await api.verbatim(update, one, 1), 204)
+        # Make the next blob write fail: a file where the stack's blob folder should be.
+        folder = settings.resolved_blob_local_path / "checkpoints" / stack_id
+        aside = folder.with_name(stack_id + ".aside")
+        folder.rename(aside)
+        folder.write_bytes(b"")
+        try:
+            for send in (
+                lambda: api.verbatim(update, two, 2),
+                lambda: api.delta(update, delta_between(one, two), sha256_hex(two), 2),
+            ):
+                response = await send()
+                assert 500 <= response.status_code < 600
+                await assert_error(response, response.status_code)
+                assert await api.export_bytes(S) == one
+        finally:
+            folder.unlink()
+            aside.rename(folder)
+        # The retry, byte for byte, now stores the step.
+        await assert_ok(await api.delta(update, delta_between(one, two), sha256_hex(two), 2), 204)
+        assert await api.export_bytes(S) == two
+        three = cli_text(1, "three")
+        await assert_ok(await api.verbatim(update, three, 3), 204)
+        await assert_ok(await api.complete(update), 204)
+        assert await api.export_bytes(S) == three
+
+
+async def test_delta_new_text_that_is_not_unicode_is_400(api: Api, update: Update) -> None:
+    one = cli_text(1)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    # NewText "\ud800": a lone surrogate, valid JSON escape, not encodable text.
+    edit = text_edit(len(one) - 2, len(one) - 1, "")
+    edit["NewText"] = "\ud800"
+    response = await api.delta(update, [edit], sha256_hex(one), 2)
+    await assert_error(response, 400)
+    assert await api.export_bytes(S) == one
+    await assert_ok(await api.verbatim(update, cli_text(2), 2), 204)

@@ -1,0 +1,493 @@
+"""Helpers shared by the API tests: a thin protocol client and the error-shape check.
+
+``Api`` speaks the Pulumi protocol the way the CLI does (headers, gzip on the routes the
+CLI gzips, update tokens on the lease calls) against the Quart test client, and returns
+the raw responses so each test asserts on exactly what the server sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart.typing import TestAppProtocol, TestClientProtocol
+
+from procella.auth.models import Role
+from tests.conftest import ADMIN_TOKEN
+
+ACCEPT = "application/vnd.pulumi+9"
+DEFAULT_ORG = "organization"  # Settings.default_org, the admin's organization
+_UNSET: Any = object()
+
+
+def gz(data: bytes | str | Any) -> bytes:
+    """gzip ``data``: bytes and str as they are, anything else as compact JSON."""
+    if isinstance(data, str):
+        data = data.encode()
+    elif not isinstance(data, bytes):
+        data = json.dumps(data, separators=(",", ":")).encode()
+    return gzip.compress(data, compresslevel=1)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+async def body_json(response: Any) -> Any:
+    return json.loads(await response.get_data())
+
+
+async def assert_error(response: Any, status: int) -> str:
+    """The canonical error: HTTP ``status`` and a JSON body ``{"code": status, "message": str}``.
+
+    Returns the message, for tests that check its text.
+    """
+    raw = await response.get_data()
+    assert response.status_code == status, (response.status_code, raw[:500])
+    assert response.headers.get("Content-Type", "").startswith("application/json"), response.headers
+    body = json.loads(raw)
+    assert isinstance(body, dict), body
+    code = body.get("code")
+    assert isinstance(code, int) and not isinstance(code, bool), body
+    assert code == status, body
+    message = body.get("message")
+    assert isinstance(message, str) and message.strip(), body
+    return message
+
+
+async def assert_ok(response: Any, status: int | tuple[int, ...] = (200, 204)) -> bytes:
+    raw: bytes = await response.get_data()
+    allowed = (status,) if isinstance(status, int) else status
+    assert response.status_code in allowed, (response.status_code, raw[:500])
+    return raw
+
+
+async def make_token(
+    app: TestAppProtocol, org: str, role: Role, login: str, name: str | None = None
+) -> str:
+    """A fresh API token for ``login`` with ``role`` in ``org`` (both created if missing)."""
+    auth = app.app.extensions["procella"].auth
+    token: str = await auth.create_token(org, role, login, name or f"t-{time.monotonic_ns()}")
+    return token
+
+
+async def expire_lease(app: TestAppProtocol, update_id: str) -> None:
+    """Put the update's lease in the past, as if its CLI had died long ago."""
+    async with app.app.extensions["procella"].meta.transaction() as conn:
+        await conn.execute("UPDATE updates SET lease_expires_at = 0 WHERE id = ?", (update_id,))
+
+
+def deployment(resources: int = 0, *, secrets_stack: tuple[str, str, str] | None = None) -> dict:
+    """A plausible DeploymentV3 (the inner object) with ``resources`` resources."""
+    dep: dict[str, Any] = {
+        "manifest": {"time": "2024-01-01T00:00:00Z", "magic": "", "version": "v3.259.0"},
+    }
+    if secrets_stack is not None:
+        org, project, stack = secrets_stack
+        dep["secrets_providers"] = {
+            "type": "service",
+            "state": {"url": "http://localhost", "owner": org, "project": project, "stack": stack},
+        }
+    if resources:
+        stack_urn = "urn:pulumi:dev::proj::pulumi:pulumi:Stack::proj-dev"
+        items: list[dict[str, Any]] = [
+            {"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack", "outputs": {}}
+        ]
+        for i in range(1, resources):
+            items.append(
+                {
+                    "urn": f"urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::r{i}",
+                    "custom": True,
+                    "id": f"id-{i}",
+                    "type": "pulumi-python:dynamic:Resource",
+                    "parent": stack_urn,
+                    "outputs": {"value": i},
+                }
+            )
+        dep["resources"] = items
+    return dep
+
+
+def untyped(resources: int = 0, version: int = 3, **kw: Any) -> dict:
+    return {"version": version, "deployment": deployment(resources, **kw)}
+
+
+def compact(value: Any) -> bytes:
+    """The CLI's serialization: compact JSON."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def text_edit(start: int, end: int, new_text: str) -> dict[str, Any]:
+    """A gotextdiff TextEdit as the CLI sends it (offsets are bytes; line/column unused)."""
+    return {
+        "Span": {
+            "uri": "",
+            "start": {"line": 1, "column": 1, "offset": start},
+            "end": {"line": 1, "column": 1, "offset": end},
+        },
+        "NewText": new_text,
+    }
+
+
+def delta_between(prev: bytes, new: bytes) -> list[dict[str, Any]]:
+    """One TextEdit that turns ``prev`` into ``new`` (common prefix and suffix kept)."""
+    p = 0
+    while p < min(len(prev), len(new)) and prev[p] == new[p]:
+        p += 1
+    s = 0
+    while s < min(len(prev), len(new)) - p and prev[-1 - s] == new[-1 - s]:
+        s += 1
+    middle = new[p : len(new) - s]
+    # Offsets must fall on character boundaries for NewText to be a string.
+    while True:
+        try:
+            text = middle.decode()
+            break
+        except UnicodeDecodeError:
+            p -= 1
+            middle = new[p : len(new) - s]
+    return [text_edit(p, len(prev) - s, text)]
+
+
+@dataclass
+class Update:
+    """A created (and maybe started) update."""
+
+    stack: str  # "org/project/stack"
+    id: str
+    kind: str = "update"
+    token: str = ""
+    version: int = 0
+    start: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return f"/api/stacks/{self.stack}/{self.kind}/{self.id}"
+
+
+class Api:
+    """The protocol, one method per call, with the caller's API token."""
+
+    def __init__(self, client: TestClientProtocol, token: str = ADMIN_TOKEN) -> None:
+        self.client = client
+        self.token = token
+
+    def as_token(self, token: str) -> Api:
+        return Api(self.client, token)
+
+    def headers(self, *, token: str | None = None, lease: str | None = None) -> dict[str, str]:
+        headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
+        if lease is not None:
+            headers["Authorization"] = f"update-token {lease}"
+        else:
+            headers["Authorization"] = f"token {self.token if token is None else token}"
+        return headers
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = _UNSET,
+        *,
+        raw: bytes | None = None,
+        gzip_body: bool = False,
+        lease: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> Any:
+        """One request. ``body`` is sent as compact JSON, ``raw`` as given; either may be
+        gzipped (with ``Content-Encoding: gzip``) as the CLI does on its gzip routes."""
+        all_headers = self.headers(lease=lease)
+        if headers is not None:
+            all_headers.update(headers)
+        data: bytes | None = None
+        if raw is not None:
+            data = raw
+        elif body is not _UNSET:
+            data = compact(body)
+        if data is not None and gzip_body:
+            data = gz(data)
+            all_headers["Content-Encoding"] = "gzip"
+        return await self.client.open(
+            path, method=method, headers=all_headers, data=data, query_string=query
+        )
+
+    # Stacks ----------------------------------------------------------------------------
+
+    async def create_stack(
+        self, stack: str, *, tags: dict[str, str] | None = None, state: Any = None
+    ) -> Any:
+        org, project, name = stack.split("/")
+        body: dict[str, Any] = {"stackName": name}
+        if tags is not None:
+            body["tags"] = tags
+        if state is not None:
+            body["state"] = state
+        return await self.call("POST", f"/api/stacks/{org}/{project}", body)
+
+    async def new_stack(self, stack: str, **kw: Any) -> str:
+        await assert_ok(await self.create_stack(stack, **kw), 200)
+        return stack
+
+    async def get_stack(self, stack: str) -> Any:
+        return await self.call("GET", f"/api/stacks/{stack}")
+
+    async def stack_json(self, stack: str) -> dict[str, Any]:
+        response = await self.get_stack(stack)
+        assert response.status_code == 200, await response.get_data()
+        result: dict[str, Any] = await body_json(response)
+        return result
+
+    async def export(self, stack: str, version: int | None = None) -> Any:
+        suffix = "" if version is None else f"/{version}"
+        return await self.call("GET", f"/api/stacks/{stack}/export{suffix}")
+
+    async def export_bytes(self, stack: str, version: int | None = None) -> bytes:
+        return await assert_ok(await self.export(stack, version), 200)
+
+    async def history(self, stack: str, **query: Any) -> list[dict[str, Any]]:
+        response = await self.call("GET", f"/api/stacks/{stack}/updates", query=query or None)
+        assert response.status_code == 200, await response.get_data()
+        updates: list[dict[str, Any]] = (await body_json(response))["updates"]
+        return updates
+
+    async def import_state(self, stack: str, state: Any, *, raw: bytes | None = None) -> Any:
+        if raw is None:
+            raw = compact(state)
+        return await self.call("POST", f"/api/stacks/{stack}/import", raw=raw, gzip_body=True)
+
+    async def list_stacks(self, **query: Any) -> dict[str, Any]:
+        response = await self.call("GET", "/api/user/stacks", query=query or None)
+        assert response.status_code == 200, await response.get_data()
+        result: dict[str, Any] = await body_json(response)
+        return result
+
+    async def list_all_stacks(self, **query: Any) -> list[dict[str, Any]]:
+        """Every page of ``/api/user/stacks``, the way the CLI loops."""
+        stacks: list[dict[str, Any]] = []
+        token = None
+        for _ in range(1000):
+            page = await self.list_stacks(
+                **query, **({"continuationToken": token} if token else {})
+            )
+            stacks.extend(page["stacks"])
+            token = page.get("continuationToken")
+            if not token:
+                return stacks
+        raise AssertionError("paging did not end")
+
+    # Updates ---------------------------------------------------------------------------
+
+    async def create_update(
+        self,
+        stack: str,
+        kind: str = "update",
+        *,
+        dry_run: bool = False,
+        message: str = "",
+        config: dict[str, Any] | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> Any:
+        body = {
+            "name": stack.split("/")[1],
+            "runtime": "python",
+            "main": "",
+            "description": "",
+            "options": {
+                "localPolicyPackPaths": None,
+                "color": "raw",
+                "dryRun": dry_run,
+                "parallel": 16,
+                "showConfig": False,
+                "showReplacementSteps": False,
+                "showNames": False,
+                "summary": False,
+                "debug": False,
+            },
+            "config": config or {},
+            "metadata": {"message": message, "environment": environment or {}},
+        }
+        return await self.call("POST", f"/api/stacks/{stack}/{kind}", body)
+
+    async def new_update(self, stack: str, kind: str = "update", **kw: Any) -> Update:
+        response = await self.create_update(stack, kind, **kw)
+        body = json.loads(await assert_ok(response, 200))
+        assert isinstance(body["updateID"], str) and body["updateID"], body
+        # Later calls use the literal segment "update", as the CLI does.
+        return Update(stack, body["updateID"], "update")
+
+    async def start_update(self, update: Update, body: Any = _UNSET) -> Any:
+        if body is _UNSET:
+            body = {"tags": None, "journalVersion": 1}
+        return await self.call("POST", update.path, body)
+
+    async def begin(self, update: Update, body: Any = _UNSET) -> Update:
+        """Start ``update`` and remember its lease."""
+        response = await self.start_update(update, body)
+        update.start = json.loads(await assert_ok(response, 200))
+        update.token = update.start["token"]
+        update.version = update.start["version"]
+        return update
+
+    async def started(self, stack: str, kind: str = "update", **kw: Any) -> Update:
+        return await self.begin(await self.new_update(stack, kind, **kw))
+
+    async def renew(self, update: Update, duration: Any = 300, lease: str | None = None) -> Any:
+        return await self.call(
+            "POST",
+            f"{update.path}/renew_lease",
+            {"token": "", "duration": duration},
+            lease=update.token if lease is None else lease,
+        )
+
+    async def checkpoint(
+        self, update: Update, untyped_deployment: dict[str, Any], **kw: Any
+    ) -> Any:
+        body = {
+            "isInvalid": False,
+            "version": untyped_deployment["version"],
+            "deployment": untyped_deployment["deployment"],
+        }
+        if "features" in untyped_deployment:
+            body["features"] = untyped_deployment["features"]
+        return await self.call(
+            "PATCH", f"{update.path}/checkpoint", body, gzip_body=True, lease=update.token, **kw
+        )
+
+    async def verbatim(
+        self, update: Update, text: bytes, sequence: int, version: int = 3, lease: str | None = None
+    ) -> Any:
+        """``checkpointverbatim`` with the deployment text spliced in byte for byte."""
+        raw = (
+            b'{"version":'
+            + str(version).encode()
+            + b',"untypedDeployment":'
+            + text
+            + b',"sequenceNumber":'
+            + str(sequence).encode()
+            + b"}"
+        )
+        return await self.call(
+            "PATCH",
+            f"{update.path}/checkpointverbatim",
+            raw=raw,
+            gzip_body=True,
+            lease=update.token if lease is None else lease,
+        )
+
+    async def delta(
+        self,
+        update: Update,
+        edits: list[dict[str, Any]],
+        new_text_hash: str,
+        sequence: int,
+        version: int = 3,
+        lease: str | None = None,
+    ) -> Any:
+        body = {
+            "version": version,
+            "checkpointHash": new_text_hash,
+            "sequenceNumber": sequence,
+            "deploymentDelta": edits,
+        }
+        return await self.call(
+            "PATCH",
+            f"{update.path}/checkpointdelta",
+            body,
+            gzip_body=True,
+            lease=update.token if lease is None else lease,
+        )
+
+    async def events(self, update: Update, events: list[dict[str, Any]], **kw: Any) -> Any:
+        kw.setdefault("lease", update.token)
+        return await self.call(
+            "POST", f"{update.path}/events/batch", {"events": events}, gzip_body=True, **kw
+        )
+
+    async def complete(self, update: Update, status: str = "succeeded", **kw: Any) -> Any:
+        kw.setdefault("lease", update.token)
+        return await self.call("POST", f"{update.path}/complete", {"status": status}, **kw)
+
+    async def cancel(self, update: Update) -> Any:
+        return await self.call("POST", f"{update.path}/cancel")
+
+    async def status(self, update: Update, **query: Any) -> Any:
+        return await self.call("GET", update.path, query=query or None)
+
+    async def run_update(
+        self,
+        stack: str,
+        state: dict[str, Any] | None = None,
+        *,
+        kind: str = "update",
+        message: str = "",
+        changes: dict[str, int] | None = None,
+    ) -> Update:
+        """A whole successful update: create, start, events, a full checkpoint, complete."""
+        update = await self.started(stack, kind, message=message)
+        events = [stdout_event(0, "hello")]
+        if changes is not None:
+            events.append(summary_event(1, changes))
+        await assert_ok(await self.events(update, events), (200, 204))
+        if state is not None:
+            await assert_ok(await self.checkpoint(update, state), (200, 204))
+        await assert_ok(await self.complete(update), (200, 204))
+        return update
+
+    # Secrets ---------------------------------------------------------------------------
+
+    async def encrypt(self, stack: str, plaintext: bytes) -> Any:
+        return await self.call(
+            "POST", f"/api/stacks/{stack}/encrypt", {"plaintext": b64(plaintext)}
+        )
+
+    async def encrypt_one(self, stack: str, plaintext: bytes) -> str:
+        body = json.loads(await assert_ok(await self.encrypt(stack, plaintext), 200))
+        ciphertext: str = body["ciphertext"]
+        return ciphertext
+
+    async def decrypt(self, stack: str, ciphertext: str) -> Any:
+        return await self.call("POST", f"/api/stacks/{stack}/decrypt", {"ciphertext": ciphertext})
+
+    async def batch_encrypt(self, stack: str, plaintexts: list[bytes]) -> Any:
+        body = {"plaintexts": [b64(p) for p in plaintexts]}
+        return await self.call("POST", f"/api/stacks/{stack}/batch-encrypt", body, gzip_body=True)
+
+    async def batch_decrypt(self, stack: str, ciphertexts: list[str]) -> Any:
+        body = {"ciphertexts": ciphertexts}
+        return await self.call("POST", f"/api/stacks/{stack}/batch-decrypt", body, gzip_body=True)
+
+
+def stdout_event(sequence: int, message: str = "line") -> dict[str, Any]:
+    return {
+        "sequence": sequence,
+        "timestamp": 1_700_000_000 + sequence,
+        "stdoutEvent": {"message": message, "color": "raw"},
+    }
+
+
+def summary_event(sequence: int, changes: dict[str, int]) -> dict[str, Any]:
+    return {
+        "sequence": sequence,
+        "timestamp": 1_700_000_000 + sequence,
+        "summaryEvent": {
+            "maybeCorrupt": False,
+            "durationSeconds": 1,
+            "resourceChanges": changes,
+            "PolicyPacks": {},
+            "isPreview": False,
+        },
+    }

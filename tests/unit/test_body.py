@@ -1,0 +1,228 @@
+"""procella.api.body: bounded gunzip, strict JSON, and members with their exact bytes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+import pytest
+
+from procella.api.body import field, gunzip, parse_json, parse_object_members, require_object
+from procella.errors import BadRequest, PayloadTooLarge
+
+# gunzip -------------------------------------------------------------------------------
+
+
+def test_gunzip_one_member() -> None:
+    assert gunzip(gzip.compress(b"hello"), 100) == b"hello"
+
+
+def test_gunzip_multi_member() -> None:
+    data = gzip.compress(b"hello ") + gzip.compress(b"") + gzip.compress(b"world")
+    assert gunzip(data, 100) == b"hello world"
+
+
+def test_gunzip_empty_input() -> None:
+    assert gunzip(b"", 10) == b""
+    assert gunzip(gzip.compress(b""), 10) == b""
+
+
+def test_gunzip_limit_is_inclusive() -> None:
+    data = gzip.compress(b"x" * 1000)
+    assert gunzip(data, 1000) == b"x" * 1000
+    with pytest.raises(PayloadTooLarge):
+        gunzip(data, 999)
+
+
+def test_gunzip_limit_spans_members() -> None:
+    data = gzip.compress(b"x" * 600) * 2
+    assert len(gunzip(data, 1200)) == 1200
+    with pytest.raises(PayloadTooLarge):
+        gunzip(data, 1199)
+
+
+def test_gunzip_bomb_stops_early() -> None:
+    bomb = gzip.compress(b"\x00" * (100 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 200 * 1024
+    with pytest.raises(PayloadTooLarge):
+        gunzip(bomb, 1024 * 1024)
+
+
+def test_gunzip_many_small_members_bomb() -> None:
+    member = gzip.compress(b"\x00" * 100_000)
+    with pytest.raises(PayloadTooLarge):
+        gunzip(member * 50, 1_000_000)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not gzip",
+        gzip.compress(b"hello")[:-3],  # truncated trailer
+        gzip.compress(b"hello" * 100)[:15],  # truncated stream
+        gzip.compress(b"hello") + b"garbage",
+        zlib.compress(b"zlib, not gzip"),
+        b"\x1f\x8b",
+    ],
+)
+def test_gunzip_invalid(data: bytes) -> None:
+    with pytest.raises(BadRequest) as info:
+        gunzip(data, 1_000_000)
+    assert not isinstance(info.value, PayloadTooLarge)
+
+
+def test_gunzip_corrupt_crc() -> None:
+    data = bytearray(gzip.compress(b"hello world"))
+    data[-8] ^= 0xFF  # the CRC32 of the trailer
+    with pytest.raises(BadRequest):
+        gunzip(bytes(data), 1000)
+
+
+def test_payload_too_large_is_a_bad_request_subclass() -> None:
+    assert issubclass(PayloadTooLarge, BadRequest)
+
+
+# parse_json ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b"{}", {}),
+        (b' \n{"a": [1, 2.5, null, true]}\t\r\n', {"a": [1, 2.5, None, True]}),
+        (b'"x"', "x"),
+        (b"0", 0),
+        ('{"k": "caf\u00e9"}'.encode(), {"k": "caf\u00e9"}),
+    ],
+)
+def test_parse_json(raw: bytes, value: object) -> None:
+    assert parse_json(raw) == value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"   ",
+        b"{",
+        b"{} {}",
+        b"{}x",
+        b"NaN",
+        b"[Infinity]",
+        b'{"a": -Infinity}',
+        b"\xff",
+        b'"\xc3"',
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
+        b"{'a': 1}",
+        b'["\x00"]',
+    ],
+)
+def test_parse_json_rejects(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_json(raw)
+
+
+# parse_object_members -------------------------------------------------------------------
+
+
+def test_members_keep_exact_bytes() -> None:
+    raw = (
+        b'{ "version" : 3 ,\n "untypedDeployment":{"b": 1,  "a":"\\u003c\\u0026\\/"} ,'
+        b'"text":"caf\xc3\xa9 \xf0\x9f\x98\x80 \\u00e9","n":-1.5e3,"z":null}'
+    )
+    members = parse_object_members(raw)
+    assert list(members) == ["version", "untypedDeployment", "text", "n", "z"]
+    assert members["version"] == (3, b"3")
+    assert members["untypedDeployment"] == (
+        {"b": 1, "a": "<&/"},
+        b'{"b": 1,  "a":"\\u003c\\u0026\\/"}',
+    )
+    assert members["text"][0] == "caf\u00e9 \U0001f600 \u00e9"
+    assert members["text"][1] == b'"caf\xc3\xa9 \xf0\x9f\x98\x80 \\u00e9"'
+    assert members["n"] == (-1500.0, b"-1.5e3")
+    assert members["z"] == (None, b"null")
+    # Each slice is exactly a substring of the input.
+    for _, exact in members.values():
+        assert exact in raw
+
+
+def test_members_of_empty_object() -> None:
+    assert parse_object_members(b"{}") == {}
+    assert parse_object_members(b" \n { } \n") == {}
+
+
+def test_members_escaped_keys_are_decoded() -> None:
+    members = parse_object_members(b'{"a\\u0062":1}')
+    assert members == {"ab": (1, b"1")}
+
+
+def test_members_duplicate_key_keeps_the_last() -> None:
+    assert parse_object_members(b'{"a":1,"a":2}') == {"a": (2, b"2")}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"[]",
+        b'"x"',
+        b"{",
+        b'{"a"}',
+        b'{"a":}',
+        b'{"a":1,}',
+        b'{"a":1 "b":2}',
+        b'{"a":1}x',
+        b'{"a":1}{}',
+        b"{a:1}",
+        b'{"a":NaN}',
+        b'{"a":[Infinity]}',
+        b'{"a":"\xff"}',
+        b'{"a":' + b"[" * 100_000,
+        b'{"a\x01":1}',
+    ],
+)
+def test_members_reject(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_object_members(raw)
+
+
+def test_members_of_a_compact_go_checkpoint() -> None:
+    inner = json.dumps({"version": 3, "deployment": {"x": "<a>"}}, separators=(",", ":"))
+    inner = inner.replace("<", "\\u003c").replace(">", "\\u003e")
+    raw = ('{"version":3,"untypedDeployment":' + inner + ',"sequenceNumber":7}').encode()
+    members = parse_object_members(raw)
+    assert members["untypedDeployment"][1] == inner.encode()
+    assert members["sequenceNumber"] == (7, b"7")
+
+
+# field / require_object ---------------------------------------------------------------
+
+
+def test_field() -> None:
+    obj = {"i": 1, "b": True, "s": "x", "n": None, "f": 1.5, "l": []}
+    assert field(obj, "i", int) == 1
+    assert field(obj, "b", bool) is True
+    assert field(obj, "s", str) == "x"
+    assert field(obj, "f", (int, float)) == 1.5
+    assert field(obj, "l", list) == []
+    assert field(obj, "missing", int, required=False) is None
+    assert field(obj, "n", int, required=False) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("b", int), ("i", str), ("s", int), ("f", int), ("missing", int), ("n", int), ("i", bool)],
+)
+def test_field_rejects(name: str, kind: type) -> None:
+    obj = {"i": 1, "b": True, "s": "x", "n": None, "f": 1.5}
+    with pytest.raises(BadRequest):
+        field(obj, name, kind)
+
+
+def test_require_object() -> None:
+    assert require_object({"a": 1}) == {"a": 1}
+    for value in (None, [], "x", 1):
+        with pytest.raises(BadRequest):
+            require_object(value)
