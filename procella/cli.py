@@ -74,6 +74,7 @@ def serve(listen: str | None, workers: int | None) -> None:
     config.errorlog = logging.getLogger("hypercorn.error")
     if settings.log_level.upper() == "DEBUG":
         config.accesslog = logging.getLogger("hypercorn.access")
+        config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # L: seconds taken
     config.keep_alive_timeout = 75  # longer than the idle timeouts of common load balancers
     if settings.workers == 1:
         asyncio.run(_serve_in_process(settings, config))

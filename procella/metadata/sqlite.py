@@ -69,25 +69,23 @@ class SqliteConnection:
             raise _map_error(exc) from exc
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        try:
-            async with self._db.execute(_translate(sql), params) as cursor:
-                row = await cursor.fetchone()
-        except sqlite3.Error as exc:
-            raise _map_error(exc) from exc
-        return None if row is None else tuple(row)
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        # One trip to aiosqlite's thread runs, reads and finishes the statement: no cursor is
+        # left half-read (an open read statement pins an old snapshot) even if we are
+        # cancelled while it runs.
         try:
-            async with self._db.execute(_translate(sql), params) as cursor:
-                rows = await cursor.fetchall()
+            rows = await self._db.execute_fetchall(_translate(sql), params)
         except sqlite3.Error as exc:
             raise _map_error(exc) from exc
         return [tuple(r) for r in rows]
 
 
 async def _finish(db: aiosqlite.Connection, release: Callable[[], None]) -> None:
-    """End whatever transaction is open on ``db``, then ``release`` it; complete even when
-    the calling task is cancelled.
+    """After a failed or cancelled transaction: roll back whatever is still open on ``db``,
+    then ``release`` it; complete even when the calling task is cancelled.
 
     A client that hangs up cancels its request mid-statement, but the statement still runs
     on aiosqlite's thread: handing the connection back at once would leave a transaction
@@ -161,22 +159,24 @@ class SqliteStore:
                 raise _map_error(exc) from exc
             yield SqliteConnection(db)
             await db.execute("COMMIT")
-        finally:
+        except BaseException:
             await _finish(db, self._write_lock.release)
+            raise
+        self._write_lock.release()
 
     def single_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
         return self.transaction()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteConnection]:
+        # Autocommit: each statement reads the latest committed state, as PostgreSQL's
+        # READ COMMITTED does, and no transaction is left to clean up after a cancellation.
         assert self._writer is not None, "store is not open"
         db = await self._readers.get()
         try:
-            await db.execute("BEGIN")
             yield SqliteConnection(db)
         finally:
-            readers = self._readers
-            await _finish(db, lambda: readers.put_nowait(db))
+            self._readers.put_nowait(db)
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
