@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "e2e", "bundles"]
+nox.options.sessions = ["lint", "tests", "e2e", "e2e_cluster", "bundles"]
 
 PYTHON = "3.11"
 
@@ -27,16 +27,34 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit, contract and API tests."""
+    """Unit, contract, cluster and API tests; then the API suite again on PostgreSQL + S3."""
     install_project(session, "test")
     session.run("pytest", "tests", "--ignore=tests/deployments", "-n", "2", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/api",
+        "-n",
+        "2",
+        *session.posargs,
+        env={"PROCELLA_TEST_BACKEND": "cluster"},
+    )
 
 
 @nox.session(python=PYTHON)
 def e2e(session: nox.Session) -> None:
-    """The real pulumi CLI against `procella serve` (built once per machine, cached)."""
+    """The real pulumi CLI against `procella serve` on the embedded default, in both
+    checkpoint modes (the CLI is built once per machine and cached)."""
     install_project(session, "test")
-    session.run("pytest", "e2e", *session.posargs)
+    session.run("pytest", "e2e", "-n", "2", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e_cluster(session: nox.Session) -> None:
+    """The same suite through Caddy against three replicas on PostgreSQL + S3."""
+    install_project(session, "test")
+    session.run(
+        "pytest", "e2e", "-n", "2", *session.posargs, env={"PROCELLA_E2E_TOPOLOGY": "cluster"}
+    )
 
 
 @nox.session(python=PYTHON)

@@ -15,15 +15,28 @@ report. PROCELLA_E2E_LOG_LEVEL=DEBUG makes that log verbose.
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pulumi_toolchain
 import pytest
+from cluster import Cluster
 from e2e_harness import Names, ProcellaServer, PulumiCLI, make_project
 
+# The test-support services (PostgreSQL, S3) live in the repository's tests package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests import services  # noqa: E402
+
 MODES = {"delta": True, "full": False}
+# PROCELLA_E2E_TOPOLOGY=cluster: three replicas on PostgreSQL + S3 behind Caddy (cluster.py).
+CLUSTER = os.environ.get("PROCELLA_E2E_TOPOLOGY", "single") == "cluster"
+if os.environ.get("PROCELLA_E2E_TOPOLOGY", "single") not in ("single", "cluster"):
+    raise RuntimeError("PROCELLA_E2E_TOPOLOGY must be single or cluster")
+# Only the cluster has replicas to kill.
+collect_ignore = [] if CLUSTER else ["test_cluster.py"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,14 +59,42 @@ def toolchain() -> Path:
 @pytest.fixture(scope="session", params=sorted(MODES), ids=str)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProcellaServer]:
+) -> Iterator[ProcellaServer | Cluster]:
     mode = str(request.param)
-    data_dir = tmp_path_factory.mktemp(f"procella-{mode}") / "data"
-    instance = ProcellaServer(data_dir, delta=MODES[mode], cutoff_bytes=0)
-    # The finalizer runs even when start() or a test fails, so the server never outlives us.
+    root = tmp_path_factory.mktemp(f"procella-{mode}")
+    instance: ProcellaServer | Cluster
+    if CLUSTER:
+        postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
+        instance = Cluster(
+            root,
+            database_url=postgres.url(services.create_database(postgres.admin_url)),
+            s3_endpoint=s3,
+            bucket=services.create_bucket(s3),
+            delta=MODES[mode],
+        )
+    else:
+        instance = ProcellaServer(root / "data", delta=MODES[mode], cutoff_bytes=0)
+    # The finalizer runs even when start() or a test fails, so nothing outlives us.
     request.addfinalizer(instance.stop)
     instance.start()
     yield instance
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[services.PostgresServer]:
+    """The cluster topology's PostgreSQL server (one per xdist worker)."""
+    server = services.PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[str]:
+    """The cluster topology's S3 server (moto, on 127.0.0.1)."""
+    with services.s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.hookimpl(wrapper=True)
@@ -64,7 +105,7 @@ def pytest_runtest_makereport(
     report = yield
     server = getattr(item, "funcargs", {}).get("server")
     start = getattr(item, "_procella_log_start", None)
-    if report.failed and isinstance(server, ProcellaServer) and start is not None:
+    if report.failed and isinstance(server, ProcellaServer | Cluster) and start is not None:
         report.sections.append(("procella serve log during the test", server.log_tail(start)))
     return report
 

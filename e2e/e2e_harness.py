@@ -506,21 +506,25 @@ class ProcellaServer:
     def api(
         self, method: str, path: str, *, token: str | None = None, body: Any = None
     ) -> tuple[int, Any]:
-        """One HTTP call the way the CLI makes it; returns (status, decoded JSON or None)."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Accept", "application/vnd.pulumi+9")
-        request.add_header("Content-Type", "application/json")
-        request.add_header("Authorization", f"token {token or self.admin_token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        try:
-            return status, json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            return status, raw.decode(errors="replace")
+        return call_api(self.url, method, path, token or self.admin_token, body)
+
+
+def call_api(url: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    """One HTTP call the way the CLI makes it; returns (status, decoded JSON or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method=method)
+    request.add_header("Accept", "application/vnd.pulumi+9")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")
 
 
 # --- stacks and their state ------------------------------------------------------------

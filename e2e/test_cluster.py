@@ -1,0 +1,43 @@
+"""Replicas are disposable: a replica that dies in the middle of a `pulumi up` costs the
+CLI a retry, never its state. Collected only in the cluster topology (see conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cluster import Cluster
+from e2e_harness import Names, PulumiCLI, Stack, expect_ok, resources
+from test_concurrency import STARTED_TIMEOUT, slow_stack, wait_until_inside_update
+
+
+def test_up_survives_a_replica_killed_mid_update(
+    pulumi: PulumiCLI, server: Cluster, names: Names, project_dir: Path, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    stack = slow_stack(pulumi, names, project_dir, release)
+    run = stack.start_up()
+    wait_until_inside_update(run, release)
+    server.kill_replica(1)  # no drain: in-flight work on it is simply gone
+    release.touch()
+    expect_ok(run.wait(STARTED_TIMEOUT))
+
+    names_in_state = {r["urn"].rsplit("::", 1)[1] for r in resources(stack.export())}
+    assert {"fast", "slow"} <= names_in_state
+    history = stack.ok("stack", "history", "--json").json()
+    assert history[0]["result"] == "succeeded", history[0]
+    # The stack is not left locked: the next update runs through the two live replicas.
+    assert stack.up() == {"same": 3}
+
+
+def test_every_replica_serves_the_same_stack(
+    pulumi: PulumiCLI, server: Cluster, names: Names, project_dir: Path
+) -> None:
+    """Any replica answers any call: ask each one directly, past the load balancer."""
+    stack = Stack(pulumi, names.stack(), project_dir).init()
+    stack.up()
+    expected = stack.export()
+    for replica in server.replicas:
+        if replica.process is None or replica.process.poll() is not None:
+            continue  # killed by the test above
+        status, exported = replica.api("GET", f"/api/stacks/{stack.name}/export")
+        assert status == 200 and exported == expected
