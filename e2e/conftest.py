@@ -28,7 +28,7 @@ from e2e_harness import Names, ProcellaServer, PulumiCLI, make_project
 
 # The test-support services (PostgreSQL, S3) live in the repository's tests package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import services  # noqa: E402
+from tests import services
 
 MODES = {"delta": True, "full": False}
 # PROCELLA_E2E_TOPOLOGY=cluster: three replicas on PostgreSQL + S3 behind Caddy (cluster.py).
