@@ -189,3 +189,22 @@ def create_bucket(endpoint: str) -> str:
     name = "procella-" + uuid.uuid4().hex[:12]
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+def install_failing_trigger(url: str, table: str, sqlstate: str) -> None:
+    """Make every INSERT into ``table`` fail with PostgreSQL error ``sqlstate``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER fail_once BEFORE INSERT ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION fail_once()"
+        )
+
+
+def remove_failing_trigger(url: str, table: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TRIGGER fail_once ON {table}")
+        conn.execute("DROP FUNCTION fail_once()")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 
 import pytest
 
+from procella.settings import Settings
+from tests import services
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -400,23 +404,38 @@ async def test_identical_text_in_a_new_update_is_its_delta_base(api: Api, update
     assert await api.export_bytes(S, update.version) == one
 
 
+@contextlib.contextmanager
+def failing_checkpoint_writes(settings: Settings, stack_id: str) -> Iterator[None]:
+    """Make checkpoint writes fail for real: on local blobs, a file where the stack's blob
+    folder should be; on PostgreSQL, a trigger refusing checkpoint rows."""
+    if settings.uses_postgres:
+        services.install_failing_trigger(settings.database_url, "checkpoints", "40001")
+        try:
+            yield
+        finally:
+            services.remove_failing_trigger(settings.database_url, "checkpoints")
+        return
+    folder = settings.resolved_blob_local_path / "checkpoints" / stack_id
+    aside = folder.with_name(stack_id + ".aside")
+    folder.rename(aside)
+    folder.write_bytes(b"")
+    try:
+        yield
+    finally:
+        folder.unlink()
+        aside.rename(folder)
+
+
 async def test_a_failed_write_is_stored_by_the_retry(settings, custom_app) -> None:
     """The CLI retries a 5xx with identical bytes and the same sequence number; a write
     that failed must not be mistaken for one already stored (the TypeScript peer's bug)."""
-    if settings.blob_backend != "local":
-        pytest.skip("breaks the local blob folder on purpose")
     async with custom_app(checkpoint_inline_max_bytes=0) as (_, api):
         await api.new_stack(S)
         stack_id = (await api.stack_json(S))["id"]
         update = await api.started(S)
         one, two = cli_text(1, "one"), cli_text(1, "two")
         await assert_ok(await api.verbatim(update, one, 1), 204)
-        # Make the next blob write fail: a file where the stack's blob folder should be.
-        folder = settings.resolved_blob_local_path / "checkpoints" / stack_id
-        aside = folder.with_name(stack_id + ".aside")
-        folder.rename(aside)
-        folder.write_bytes(b"")
-        try:
+        with failing_checkpoint_writes(settings, stack_id):
             for send in (
                 lambda: api.verbatim(update, two, 2),
                 lambda: api.delta(update, delta_between(one, two), sha256_hex(two), 2),
@@ -425,9 +444,6 @@ async def test_a_failed_write_is_stored_by_the_retry(settings, custom_app) -> No
                 assert 500 <= response.status_code < 600
                 await assert_error(response, response.status_code)
                 assert await api.export_bytes(S) == one
-        finally:
-            folder.unlink()
-            aside.rename(folder)
         # The retry, byte for byte, now stores the step.
         await assert_ok(await api.delta(update, delta_between(one, two), sha256_hex(two), 2), 204)
         assert await api.export_bytes(S) == two

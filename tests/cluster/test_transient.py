@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
-import psycopg
 import pytest
 
 from procella import create_app
@@ -19,24 +18,6 @@ from tests import services
 from tests.helpers import Api, assert_error, assert_ok, compact, untyped
 
 STACK = "acme/web/dev"
-
-
-def install_failing_trigger(url: str, table: str, sqlstate: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$"
-        )
-        conn.execute(
-            f"CREATE TRIGGER fail_once BEFORE INSERT ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION fail_once()"
-        )
-
-
-def remove_failing_trigger(url: str, table: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP TRIGGER fail_once ON {table}")
-        conn.execute("DROP FUNCTION fail_once()")
 
 
 @pytest.fixture
@@ -54,10 +35,10 @@ async def assert_retry_later(response: object) -> None:
 async def test_failed_stack_create_is_503_and_leaves_nothing(
     api: Api, cluster_settings: Settings, sqlstate: str
 ) -> None:
-    install_failing_trigger(cluster_settings.database_url, "stacks", sqlstate)
+    services.install_failing_trigger(cluster_settings.database_url, "stacks", sqlstate)
     await assert_retry_later(await api.create_stack(STACK, tags={"a": "b"}))
     await assert_error(await api.get_stack(STACK), 404)
-    remove_failing_trigger(cluster_settings.database_url, "stacks")
+    services.remove_failing_trigger(cluster_settings.database_url, "stacks")
     await api.new_stack(STACK, tags={"a": "b"})  # the retry succeeds
     assert (await api.stack_json(STACK))["tags"] == {"a": "b"}
 
@@ -67,10 +48,10 @@ async def test_failed_checkpoint_is_503_and_the_retry_is_stored(
 ) -> None:
     await api.new_stack(STACK)
     update = await api.started(STACK)
-    install_failing_trigger(cluster_settings.database_url, "checkpoints", "40001")
+    services.install_failing_trigger(cluster_settings.database_url, "checkpoints", "40001")
     text = compact(untyped(3))
     await assert_retry_later(await api.verbatim(update, text, 1))
-    remove_failing_trigger(cluster_settings.database_url, "checkpoints")
+    services.remove_failing_trigger(cluster_settings.database_url, "checkpoints")
     # Nothing was half-applied: the same sequence number is still the next one.
     await assert_ok(await api.verbatim(update, text, 1))
     await assert_ok(await api.complete(update))
