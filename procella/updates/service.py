@@ -218,12 +218,7 @@ class UpdateService:
             return
         if update.checkpoint_seq == 0 or update.checkpoint_sha is None:
             raise BadRequest("no previous checkpoint in this update to apply a delta to")
-        assert update.version is not None
-        async with self.meta.read() as conn:
-            base = await checkpoint_q.get(conn, update.stack_id, update.version)
-        if base is None or base.sha256 != update.checkpoint_sha:
-            raise Conflict("the previous checkpoint changed; send it whole")
-        prev = await self.texts.load(base)
+        prev = await self._previous_text(update)
         text = await asyncio.to_thread(cp.apply_text_edits, prev, edits)
         actual = await asyncio.to_thread(cp.sha256_hex, text)
         if actual != digest:
@@ -231,6 +226,19 @@ class UpdateService:
         # The hash proves the text is what the client meant, not that it is a deployment.
         state = await asyncio.to_thread(cp.parse_state, text)
         await self._store(update, token, state, digest, sequence - 1, sequence)
+
+    async def _previous_text(self, update: UpdateRecord) -> bytes:
+        """The text of the update's last saved step, whose hash the update row holds: from
+        the cache (keyed by that hash) when this replica has it, else from the stores."""
+        assert update.checkpoint_sha is not None and update.version is not None
+        cached = self.texts.cache.get(update.checkpoint_sha)
+        if cached is not None:
+            return cached
+        async with self.meta.read() as conn:
+            base = await checkpoint_q.get(conn, update.stack_id, update.version)
+        if base is None or base.sha256 != update.checkpoint_sha:
+            raise Conflict("the previous checkpoint changed; send it whole")
+        return await self.texts.load(base)
 
     @staticmethod
     def _already_saved(update: UpdateRecord, sequence: int, digest: str) -> bool:

@@ -10,11 +10,19 @@ from procella.metadata.base import Connection
 async def insert_many(
     conn: Connection, update_id: str, events: Sequence[tuple[int, str, str]]
 ) -> None:
-    """Store ``(sequence, kind, json)`` events; a sequence already stored is left alone."""
-    await conn.executemany(
-        "INSERT INTO update_events (update_id, seq, kind, body) VALUES (?, ?, ?, ?) "
+    """Store ``(sequence, kind, json)`` events; a sequence already stored is left alone.
+
+    One statement for the whole batch (the CLI sends up to 50 events in one): a single
+    round trip. The caller keeps batches small enough for SQLite's variable limit.
+    """
+    if not events:
+        return
+    rows = ", ".join("(?, ?, ?, ?)" for _ in events)
+    params = [value for seq, kind, body in events for value in (update_id, seq, kind, body)]
+    await conn.execute(
+        f"INSERT INTO update_events (update_id, seq, kind, body) VALUES {rows} "
         "ON CONFLICT (update_id, seq) DO NOTHING",
-        [(update_id, seq, kind, body) for seq, kind, body in events],
+        params,
     )
 
 
