@@ -159,11 +159,16 @@ async def parse_json_offloaded(data: bytes) -> Any:
     return parse_json(data)
 
 
-async def read_json_members(max_inflated: int) -> dict[str, tuple[Any, bytes]]:
+async def read_json_members(max_inflated: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The body as a JSON object: ``(values, raw)``, raw holding each member's exact bytes."""
     data = await read_body(max_inflated)
     if len(data) > OFFLOAD_BYTES:
-        return await asyncio.to_thread(parse_object_members, data)
-    return parse_object_members(data)
+        members = await asyncio.to_thread(parse_object_members, data)
+    else:
+        members = parse_object_members(data)
+    values = {key: value for key, (value, _) in members.items()}
+    raw = {key: text for key, (_, text) in members.items()}
+    return values, raw
 
 
 def require_object(value: Any, what: str = "request body") -> dict[str, Any]:

@@ -69,15 +69,14 @@ async def project_exists(org: str, project: str) -> Response:
 
 async def create_stack(org: str, project: str) -> Response:
     caller = await principal()
-    members = await read_json_members(services().settings.max_inflated_bytes)
-    values = {key: value for key, (value, _) in members.items()}
+    values, raw = await read_json_members(services().settings.max_inflated_bytes)
     name = field(values, "stackName", str)
     tags = check_tags(values.get("tags") or {})
     if values.get("config") is not None:
         raise BadRequest("stacks with remote (ESC) configuration are not supported")
     state = None
     if values.get("state") is not None:
-        state = cp.state_of(members["state"][1], values["state"])
+        state = cp.state_of(raw["state"], values["state"])
     await services().stacks.create(caller, stack_ref(org, project, name), tags, state)
     return json_response({})
 

@@ -105,8 +105,7 @@ async def patch_checkpoint(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
     token = update_token()
-    members = await read_json_members(_max_inflated())
-    values = {key: value for key, (value, _) in members.items()}
+    values, raw = await read_json_members(_max_inflated())
     if field(values, "isInvalid", bool, required=False):
         raise BadRequest("a checkpoint marked invalid is not stored")
     version = field(values, "version", int)
@@ -115,7 +114,7 @@ async def patch_checkpoint(
     if not isinstance(deployment, dict):
         raise BadRequest("field 'deployment' must be a JSON object")
     # The CLI sends the inner deployment; the stored text is the wrapper around its bytes.
-    text = cp.wrap_deployment(version, features, members["deployment"][1])
+    text = cp.wrap_deployment(version, features, raw["deployment"])
     state = cp.State(text, cp.count_resources({"deployment": deployment}))
     await services().updates.save_full(stack_ref(org, project, stack), update_id, token, state)
     return no_content()
@@ -125,14 +124,13 @@ async def patch_checkpoint_verbatim(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
     token = update_token()
-    members = await read_json_members(_max_inflated())
-    values = {key: value for key, (value, _) in members.items()}
+    values, raw = await read_json_members(_max_inflated())
     version = field(values, "version", int)
     sequence = _sequence_number(values)
-    if "untypedDeployment" not in members:
+    if "untypedDeployment" not in values:
         raise BadRequest("missing field 'untypedDeployment'")
-    untyped, text = members["untypedDeployment"]
-    state = cp.state_of(text, untyped)
+    untyped = values["untypedDeployment"]
+    state = cp.state_of(raw["untypedDeployment"], untyped)
     if untyped["version"] != version:
         raise BadRequest("version does not match untypedDeployment.version")
     await services().updates.save_verbatim(

@@ -162,16 +162,7 @@ def compose_problems(root: Path) -> list[str]:
     for profile in render.COMPOSE_PROFILES:
         services = render.compose_model(root, profile)["services"]
         for name, service in _server_services(services):
-            where = f"compose {profile}/{name}"
-            env = service.get("environment") or {}
-            _check_listen_addr(where, env, problems)
-            _check_url(where, " ".join(service["healthcheck"]["test"]), problems)
-            for mapping in service.get("ports", []):
-                if int(mapping["target"]) != PORT:
-                    problems.append(f"{where}: publishes container port {mapping['target']}")
-            grace = _duration_seconds(service.get("stop_grace_period", "10s"))
-            if grace <= _shutdown_seconds(env):
-                problems.append(f"{where}: stop_grace_period {grace}s <= the drain time")
+            _check_server_service(f"compose {profile}/{name}", service, problems)
     cluster = render.compose_model(root, "cluster")["services"]
     caddy = cluster["caddy"]
     replicas = sorted(name for name, _ in _server_services(cluster))
@@ -184,17 +175,21 @@ def compose_problems(root: Path) -> list[str]:
 def swarm_problems(root: Path) -> list[str]:
     problems: list[str] = []
     for name, service in _server_services(render.swarm_model(root)["services"]):
-        where = f"swarm {name}"
-        env = service.get("environment") or {}
-        _check_listen_addr(where, env, problems)
-        _check_url(where, " ".join(service["healthcheck"]["test"]), problems)
-        for mapping in service.get("ports", []):
-            if int(mapping["target"]) != PORT:
-                problems.append(f"{where}: publishes container port {mapping['target']}")
-        grace = _duration_seconds(service.get("stop_grace_period", "10s"))
-        if grace <= _shutdown_seconds(env):
-            problems.append(f"{where}: stop_grace_period {grace}s <= the drain time")
+        _check_server_service(f"swarm {name}", service, problems)
     return problems
+
+
+def _check_server_service(where: str, service: dict[str, Any], problems: list[str]) -> None:
+    """A compose or swarm service running procella: port, health check, drain time."""
+    env = service.get("environment") or {}
+    _check_listen_addr(where, env, problems)
+    _check_url(where, " ".join(service["healthcheck"]["test"]), problems)
+    for mapping in service.get("ports", []):
+        if int(mapping["target"]) != PORT:
+            problems.append(f"{where}: publishes container port {mapping['target']}")
+    grace = _duration_seconds(service.get("stop_grace_period", "10s"))
+    if grace <= _shutdown_seconds(env):
+        problems.append(f"{where}: stop_grace_period {grace}s <= the drain time")
 
 
 def k8s_problems(root: Path) -> list[str]:
