@@ -129,3 +129,25 @@ def test_a_cluster_setting_without_a_key_refuses_to_start(tmp_path: Path) -> Non
     )
     assert result.returncode != 0
     assert "PROCELLA_ENCRYPTION_KEY" in result.stderr
+
+
+def test_several_workers_share_the_embedded_store(tmp_path: Path) -> None:
+    found = start_server(tmp_path, PROCELLA_WORKERS="2")
+    try:
+        for name in ("a", "b", "c", "d"):  # spread over both worker processes
+            request = urllib.request.Request(
+                found.url("/api/stacks/acme/web"),
+                data=json.dumps({"stackName": name}).encode(),
+                headers={"Authorization": f"token {ADMIN_TOKEN}"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        status, body = found.get("/api/user/stacks")
+        assert status == 200 and len(json.loads(body)["stacks"]) == 4
+        found.process.send_signal(signal.SIGTERM)
+        assert found.process.wait(timeout=30) == 0
+    finally:
+        if found.process.poll() is None:
+            os.killpg(found.process.pid, signal.SIGKILL)
+            found.process.wait()
