@@ -143,7 +143,7 @@ class Settings:
     )
     lease_max_seconds: int = _setting(
         300,
-        "Longest update lease a CLI may ask for (the CLI asks for 300).",
+        "Longest update lease a CLI may ask for; at least 300 (the CLI assumes 5 minutes).",
     )
     gc_interval_seconds: float = _setting(
         60.0,
@@ -244,10 +244,11 @@ class Settings:
                 "the same key. Generate one with: "
                 "python -c 'import secrets; print(secrets.token_hex(32))'",
             )
+        if self.lease_max_seconds < 300:
+            fail("lease_max_seconds", "must be at least 300: the CLI assumes 5-minute leases")
         for field in (
             "workers",
             "database_pool_max_size",
-            "lease_max_seconds",
             "max_request_bytes",
         ):
             if getattr(self, field) < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import request
 
 from procella.api.context import services
-from procella.auth.models import Principal
+from procella.auth.models import Principal, Role
 from procella.errors import Unauthorized
 
 
@@ -25,6 +25,13 @@ async def principal() -> Principal:
     # Bearer is accepted too, for scripts and other HTTP clients.
     scheme = "bearer" if header.lower().startswith("bearer ") else "token"
     return await services().auth.authenticate(_credential(scheme))
+
+
+async def member_of(org: str) -> Principal:
+    """The caller, if at least a member of ``org``: checked before a body is read."""
+    caller = await principal()
+    caller.require(org, Role.MEMBER)
+    return caller
 
 
 def update_token() -> str:

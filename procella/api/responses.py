@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from quart import Response, request
 
-from procella.errors import BadRequest
+from procella.errors import BadRequest, NotFound
 from procella.stacks.models import StackRef, check_ref
 
 
@@ -27,6 +28,16 @@ def no_content() -> Response:
 def stack_ref(org: str, project: str, stack: str) -> StackRef:
     """The stack a URL names, checked against the CLI's naming rules."""
     return check_ref(StackRef(org, project, stack))
+
+
+_UPDATE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_update_id(update_id: str) -> str:
+    """Update ids are ours (uuid4 hex): anything else names no update."""
+    if not _UPDATE_ID.fullmatch(update_id):
+        raise NotFound(f"update '{update_id}' not found")
+    return update_id
 
 
 def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from quart import Response, request
 
 from procella.api import wire
-from procella.api.auth import principal
+from procella.api.auth import member_of, principal
 from procella.api.body import (
     field,
     parse_json_offloaded,
@@ -68,7 +68,7 @@ async def project_exists(org: str, project: str) -> Response:
 
 
 async def create_stack(org: str, project: str) -> Response:
-    caller = await principal()
+    caller = await member_of(org)
     values, raw = await read_json_members(services().settings.max_inflated_bytes)
     name = field(values, "stackName", str)
     tags = check_tags(values.get("tags") or {})
@@ -95,14 +95,14 @@ async def delete_stack(org: str, project: str, stack: str) -> Response:
 
 
 async def update_tags(org: str, project: str, stack: str) -> Response:
-    caller = await principal()
+    caller = await member_of(org)
     tags = check_tags(await read_json(services().settings.max_inflated_bytes))
     await services().stacks.set_tags(caller, stack_ref(org, project, stack), tags)
     return no_content()
 
 
 async def rename_stack(org: str, project: str, stack: str) -> Response:
-    caller = await principal()
+    caller = await member_of(org)
     body = require_object(await read_json(services().settings.max_inflated_bytes))
     new_name = field(body, "newName", str)
     new_project = field(body, "newProject", str, required=False) or project
@@ -117,7 +117,7 @@ async def export_stack(org: str, project: str, stack: str, version: int | None =
 
 
 async def import_stack(org: str, project: str, stack: str) -> Response:
-    caller = await principal()
+    caller = await member_of(org)
     ref = stack_ref(org, project, stack)
     data = await read_body(services().settings.max_inflated_bytes)
     state = cp.state_of(data, await parse_json_offloaded(data))

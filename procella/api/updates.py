@@ -9,11 +9,12 @@ from typing import Any
 from quart import Response
 
 from procella.api import wire
-from procella.api.auth import principal, update_token
+from procella.api.auth import member_of, principal, update_token
 from procella.api.body import INT64, field, read_json, read_json_members, require_object
 from procella.api.context import services
-from procella.api.responses import int_arg, json_response, no_content, stack_ref
+from procella.api.responses import check_update_id, int_arg, json_response, no_content, stack_ref
 from procella.errors import BadRequest
+from procella.metadata.base import UpdateRecord
 from procella.stacks.models import check_tags
 from procella.updates import checkpoints as cp
 from procella.updates.service import Event
@@ -22,6 +23,7 @@ EVENTS_PAGE = 500
 DEFAULT_LEASE_SECONDS = 300  # what the CLI asks for
 MAX_EVENTS_PER_BATCH = 1000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_EVENT_KIND = re.compile(r"[A-Za-z]{1,64}Event")
 
 
 def _max_inflated() -> int:
@@ -32,14 +34,15 @@ def _max_inflated() -> int:
 
 
 async def create_update(org: str, project: str, stack: str, kind: str) -> Response:
-    caller = await principal()
+    caller = await member_of(org)
     new = wire.new_update(kind, await read_json(_max_inflated()))
     update_id = await services().updates.create(caller, stack_ref(org, project, stack), new)
     return json_response({"updateID": update_id, "aiSettings": {"copilotIsEnabled": False}})
 
 
 async def start_update(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
-    caller = await principal()
+    caller = await member_of(org)
+    check_update_id(update_id)
     obj = require_object(await read_json(_max_inflated(), empty={}))
     tags = field(obj, "tags", dict, required=False)
     lease = await services().updates.start(
@@ -61,18 +64,21 @@ async def start_update(org: str, project: str, stack: str, kind: str, update_id:
 
 async def update_status(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
     caller = await principal()
+    check_update_id(update_id)
     update = await services().updates.get(caller, stack_ref(org, project, stack), update_id)
     return json_response(wire.update_status(update))
 
 
 async def cancel_update(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
     caller = await principal()
+    check_update_id(update_id)
     await services().updates.cancel(caller, stack_ref(org, project, stack), update_id)
     return no_content()
 
 
 async def list_events(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
     caller = await principal()
+    check_update_id(update_id)
     after = int_arg("continuationToken", -1, minimum=-1)
     update, rows = await services().updates.events(
         caller, stack_ref(org, project, stack), update_id, after, EVENTS_PAGE
@@ -85,26 +91,38 @@ async def list_events(org: str, project: str, stack: str, kind: str, update_id: 
 
 
 # Update-token calls -------------------------------------------------------------------
+# Each checks the lease before it reads the body: without one, nothing is inflated or parsed.
+
+
+async def _lease_holder(
+    org: str, project: str, stack: str, update_id: str, *, live: bool = True
+) -> tuple[UpdateRecord, str]:
+    """The update and the caller's token, if the token is the update's lease (and, with
+    ``live``, the lease has not ended)."""
+    token = update_token()
+    check_update_id(update_id)
+    updates = services().updates
+    ref = stack_ref(org, project, stack)
+    check = updates.authorize if live else updates.identify
+    return await check(ref, update_id, token), token
 
 
 async def renew_lease(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
-    token = update_token()
+    update, token = await _lease_holder(org, project, stack, update_id)
     body = require_object(await read_json(_max_inflated()))
     duration = field(body, "duration", int, required=False)
     if duration is None:
         duration = DEFAULT_LEASE_SECONDS
     if duration < 1:
         raise BadRequest("duration must be a positive number of seconds")
-    expires = await services().updates.renew(
-        stack_ref(org, project, stack), update_id, token, duration
-    )
+    expires = await services().updates.renew(update, token, duration)
     return json_response({"token": token, "tokenExpiration": wire.seconds(expires)})
 
 
 async def patch_checkpoint(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
-    token = update_token()
+    update, token = await _lease_holder(org, project, stack, update_id)
     values, raw = await read_json_members(_max_inflated())
     if field(values, "isInvalid", bool, required=False):
         raise BadRequest("a checkpoint marked invalid is not stored")
@@ -116,14 +134,14 @@ async def patch_checkpoint(
     # The CLI sends the inner deployment; the stored text is the wrapper around its bytes.
     text = cp.wrap_deployment(version, features, raw["deployment"])
     state = cp.State(text, cp.count_resources({"deployment": deployment}))
-    await services().updates.save_full(stack_ref(org, project, stack), update_id, token, state)
+    await services().updates.save_full(update, token, state)
     return no_content()
 
 
 async def patch_checkpoint_verbatim(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
-    token = update_token()
+    update, token = await _lease_holder(org, project, stack, update_id)
     values, raw = await read_json_members(_max_inflated())
     version = field(values, "version", int)
     sequence = _sequence_number(values)
@@ -133,16 +151,14 @@ async def patch_checkpoint_verbatim(
     state = cp.state_of(raw["untypedDeployment"], untyped)
     if untyped["version"] != version:
         raise BadRequest("version does not match untypedDeployment.version")
-    await services().updates.save_verbatim(
-        stack_ref(org, project, stack), update_id, token, sequence, state
-    )
+    await services().updates.save_verbatim(update, token, sequence, state)
     return no_content()
 
 
 async def patch_checkpoint_delta(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
-    token = update_token()
+    update, token = await _lease_holder(org, project, stack, update_id)
     body = require_object(await read_json(_max_inflated()))
     cp.check_schema(field(body, "version", int), None)
     sequence = _sequence_number(body)
@@ -150,9 +166,7 @@ async def patch_checkpoint_delta(
     if not _SHA256.match(digest):
         raise BadRequest("checkpointHash must be 64 lowercase hex digits")
     edits = cp.parse_text_edits(body.get("deploymentDelta"))
-    await services().updates.save_delta(
-        stack_ref(org, project, stack), update_id, token, sequence, digest, edits
-    )
+    await services().updates.save_delta(update, token, sequence, digest, edits)
     return no_content()
 
 
@@ -167,19 +181,17 @@ def _sequence_number(values: dict[str, Any]) -> int:
 async def journal_entries(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
-    update_token()
+    await _lease_holder(org, project, stack, update_id)
     raise BadRequest("journaling is not enabled on this server (journalVersion 0)")
 
 
 async def record_events(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
-    token = update_token()
+    update, _ = await _lease_holder(org, project, stack, update_id)
     body = require_object(await read_json(_max_inflated()))
     raw_events = field(body, "events", list)
     if len(raw_events) > MAX_EVENTS_PER_BATCH:
         raise BadRequest(f"at most {MAX_EVENTS_PER_BATCH} events per batch")
-    await services().updates.record_events(
-        stack_ref(org, project, stack), update_id, token, _parse_events(raw_events)
-    )
+    await services().updates.record_events(update, _parse_events(raw_events))
     return no_content()
 
 
@@ -192,18 +204,34 @@ def _parse_events(raw_events: list[Any]) -> list[Event]:
         if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence < INT64:
             raise BadRequest(f"events[{i}].sequence must be a non-negative 64-bit integer")
         kinds = [k for k in event if k.endswith("Event") and event[k] is not None]
-        if len(kinds) != 1:
+        if len(kinds) != 1 or not _EVENT_KIND.fullmatch(kinds[0]):
             raise BadRequest(f"events[{i}] must carry exactly one kind of event")
+        if kinds[0] == "summaryEvent":
+            _check_summary(event["summaryEvent"], i)
         # A batch may repeat a sequence only as a retry of the same event: keep the first.
         events.setdefault(sequence, Event(sequence, kinds[0], json.dumps(event)))
     return list(events.values())
 
 
+def _check_summary(summary: Any, i: int) -> None:
+    """The summary's resourceChanges end up in `stack history`, which the CLI decodes as
+    ``map[OpType]int``: anything else there would break history for good."""
+    if not isinstance(summary, dict):
+        raise BadRequest(f"events[{i}].summaryEvent must be an object")
+    changes = summary.get("resourceChanges")
+    if changes is None:
+        return
+    if not isinstance(changes, dict) or not all(
+        isinstance(k, str) and type(v) is int and 0 <= v < INT64 for k, v in changes.items()
+    ):
+        raise BadRequest(f"events[{i}].summaryEvent.resourceChanges must map names to counts")
+
+
 async def complete_update(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
-    token = update_token()
+    # Not `live`: a retried complete arrives after the update ended, and must succeed.
+    update, _ = await _lease_holder(org, project, stack, update_id, live=False)
     body = require_object(await read_json(_max_inflated()))
-    status = field(body, "status", str)
-    await services().updates.complete(stack_ref(org, project, stack), update_id, token, status)
+    await services().updates.complete(update, field(body, "status", str))
     return no_content()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aioboto3
@@ -16,12 +17,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from procella.blobs.base import BlobInfo, BlobNotFound, check_key
-from procella.errors import ConfigurationError
+from procella.errors import ConfigurationError, TransientStoreError
 from procella.settings import Settings
 
 # Objects above this size go up in parts of this size (S3's minimum part is 5 MiB).
 MULTIPART_BYTES = 16 * 1024 * 1024
 _MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+@asynccontextmanager
+async def _transient_errors() -> AsyncIterator[None]:
+    """S3 errors (throttling, timeouts, a flaky endpoint) are worth the CLI's retry: a 503."""
+    try:
+        yield
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise TransientStoreError(f"blob store unavailable, retry: {exc}") from exc
 
 
 class S3BlobStore:
@@ -39,7 +49,11 @@ class S3BlobStore:
 
     async def open(self) -> None:
         config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
+            # One quick retry here; the CLI retries a 503 itself (four times, with backoff),
+            # so more retries here would only hold the request for tens of seconds.
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=120,
             # Custom endpoints (MinIO, moto) are addressed by path, not by bucket subdomain.
             s3={"addressing_style": "path" if self.endpoint else "auto"},
         )
@@ -73,11 +87,13 @@ class S3BlobStore:
 
     async def put(self, key: str, data: bytes) -> None:
         full = self._key(key)
-        # Bodies go as file objects: aiohttp streams those instead of copying raw bytes.
-        if len(data) <= MULTIPART_BYTES:
-            await self._client.put_object(Bucket=self.bucket, Key=full, Body=io.BytesIO(data))
-            return
-        await self._put_multipart(full, data)
+        async with _transient_errors():
+            # Bodies go as file objects: aiohttp streams those instead of copying raw bytes.
+            if len(data) <= MULTIPART_BYTES:
+                body = io.BytesIO(data)
+                await self._client.put_object(Bucket=self.bucket, Key=full, Body=body)
+                return
+            await self._put_multipart(full, data)
 
     async def _put_multipart(self, full_key: str, data: bytes) -> None:
         upload = await self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key)
@@ -107,18 +123,20 @@ class S3BlobStore:
             raise
 
     async def get(self, key: str) -> bytes:
-        try:
-            response = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                raise BlobNotFound(key) from None
-            raise
-        async with response["Body"] as body:
-            data: bytes = await body.read()
+        async with _transient_errors():
+            try:
+                response = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING:
+                    raise BlobNotFound(key) from None
+                raise
+            async with response["Body"] as body:
+                data: bytes = await body.read()
         return data
 
     async def delete(self, key: str) -> None:
-        await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        async with _transient_errors():
+            await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     async def scan(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
         paginator = self._client.get_paginator("list_objects_v2")

@@ -19,6 +19,10 @@ from typing import Any, Protocol
 
 Row = tuple[Any, ...]
 
+# The message of the NotFound a store raises when a write refers to a row another request
+# deleted meanwhile (a foreign key violation), e.g. an update of a stack being deleted.
+GONE = "it was deleted by another request meanwhile"
+
 
 class UniqueViolation(Exception):
     """Raised by a ``Connection`` when an insert or update breaks a unique constraint.

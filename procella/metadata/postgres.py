@@ -24,9 +24,9 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from procella.errors import ConfigurationError, TransientStoreError
+from procella.errors import BadRequest, ConfigurationError, NotFound, TransientStoreError
 from procella.metadata import migrations
-from procella.metadata.base import Row, UniqueViolation
+from procella.metadata.base import GONE, Row, UniqueViolation
 from procella.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ _TRANSIENT = (
 def _map_error(exc: Exception) -> Exception:
     if isinstance(exc, pg_errors.UniqueViolation):
         return UniqueViolation(exc.diag.constraint_name or "")
+    if isinstance(exc, pg_errors.ForeignKeyViolation):
+        return NotFound(GONE)
+    if isinstance(exc, psycopg.DataError):  # e.g. a NUL character, which text cannot hold
+        return BadRequest(f"the request holds a value the database cannot store: {exc}")
     if isinstance(exc, _TRANSIENT):
         return TransientStoreError(f"database unavailable, retry: {type(exc).__name__}")
     return exc

@@ -22,9 +22,9 @@ from typing import Any
 
 import aiosqlite
 
-from procella.errors import ConfigurationError, TransientStoreError
+from procella.errors import ConfigurationError, NotFound, TransientStoreError
 from procella.metadata import migrations
-from procella.metadata.base import Row, UniqueViolation
+from procella.metadata.base import GONE, Row, UniqueViolation
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def _translate(sql: str) -> str:
 def _map_error(exc: sqlite3.Error) -> Exception:
     if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
         return UniqueViolation(str(exc))
+    if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
+        return NotFound(GONE)
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return TransientStoreError("the database is busy; retry")
     return exc

@@ -66,27 +66,38 @@ class Renamer:
                 res[key] = self.value(res[key])
 
     def value(self, value: Any) -> Any:
-        """A serialized property value with its resource references renamed."""
-        if isinstance(value, list):
-            return [self.value(v) for v in value]
-        if not isinstance(value, dict):
-            return value
-        sig = value.get(SIG_KEY)
+        """A serialized property value with its resource references renamed, in place.
+
+        A loop over a work list rather than recursion: a state may nest deeper than
+        Python's recursion limit (the JSON parser that accepted it allows that).
+        """
+        box = [value]
+        work: list[tuple[Any, Any]] = [(box, 0)]
+        while work:
+            holder, key = work.pop()
+            item = holder[key]
+            if isinstance(item, list):
+                work.extend((item, i) for i in range(len(item)))
+            elif isinstance(item, dict):
+                work.extend(self._special(item))
+        return box[0]
+
+    def _special(self, item: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """Rename what a signed value holds; return the members still to walk."""
+        sig = item.get(SIG_KEY)
         if sig == RESOURCE_REFERENCE_SIG:
-            if "urn" in value:
-                value["urn"] = self.urn(value["urn"])
-            return value
+            if "urn" in item:
+                item["urn"] = self.urn(item["urn"])
+            return []
         if sig == SECRET_SIG:
             for key in ("plaintext", "ciphertext"):
-                value[key] = self._secret_text(value.get(key))
-            return value
+                item[key] = self._secret_text(item.get(key))
+            return []
         if sig == OUTPUT_VALUE_SIG:
-            if "value" in value:
-                value["value"] = self.value(value["value"])
-            if isinstance(value.get("dependencies"), list):
-                value["dependencies"] = [self.urn(u) for u in value["dependencies"]]
-            return value
-        return {k: self.value(v) for k, v in value.items()}
+            if isinstance(item.get("dependencies"), list):
+                item["dependencies"] = [self.urn(u) for u in item["dependencies"]]
+            return [(item, "value")] if "value" in item else []
+        return [(item, k) for k in item]
 
     def _secret_text(self, text: Any) -> Any:
         """A secret's plaintext is JSON of a property value; ciphertext is not JSON."""

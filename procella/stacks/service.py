@@ -16,13 +16,25 @@ from procella.errors import (
     StackNotEmpty,
     UpdateConflict,
 )
-from procella.metadata.base import Connection, MetadataStore, StackRecord, UniqueViolation
+from procella.metadata.base import (
+    CheckpointRecord,
+    Connection,
+    MetadataStore,
+    StackRecord,
+    UniqueViolation,
+)
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import new_id
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
-from procella.stacks.models import StackRef, check_org_name, check_project_name, check_stack_name
+from procella.stacks.models import (
+    StackRef,
+    check_org_name,
+    check_project_name,
+    check_stack_name,
+    is_storable_text,
+)
 from procella.stacks.rename import rename_deployment
 from procella.updates import checkpoints as cp
 from procella.updates.texts import CheckpointTexts, StoredText
@@ -130,8 +142,7 @@ class StackService:
         async with self.meta.transaction() as conn:
             stack = await _locked(conn, ref)
             if not force:
-                running = await update_q.running_for_stack(conn, stack.id)
-                if running is not None and running.lease_live:
+                if await update_q.live_running_update(conn, stack.id) is not None:
                     raise UpdateConflict(CONFLICT_MESSAGE)
                 latest = await checkpoint_q.latest(conn, stack.id)
                 if latest is not None and latest.resource_count > 0:
@@ -161,6 +172,8 @@ class StackService:
         if new_ref == ref:
             return
         async with self.meta.read() as conn:
+            if await update_q.running_for_stack(conn, stack.id) is not None:
+                raise UpdateConflict(CONFLICT_MESSAGE)  # its checkpoints would race ours
             latest = await checkpoint_q.latest(conn, stack.id)
         stored: StoredText | None = None
         if latest is not None:
@@ -169,9 +182,12 @@ class StackService:
             stored = await self.texts.store(stack.id, renamed)
         async with self.meta.transaction() as conn:
             locked = await _locked(conn, ref)
-            if await update_q.running_for_stack(conn, stack.id) is not None:
+            if await update_q.live_running_update(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
-            if locked.id != stack.id or locked.version != stack.version:
+            # The state rewritten above must still be the current one: an update that was
+            # ending meanwhile may have saved a newer checkpoint under the same version.
+            current = await checkpoint_q.latest(conn, stack.id)
+            if locked.id != stack.id or _identity(current) != _identity(latest):
                 raise Conflict("the stack changed during the rename; try again")
             try:
                 await stack_q.rename(conn, stack.id, new_project, new_name)
@@ -191,7 +207,7 @@ class StackService:
             locked = await _locked(conn, ref)
             if locked.id != stack.id:
                 raise Conflict("the stack changed during the import; try again")
-            if await update_q.running_for_stack(conn, stack.id) is not None:
+            if await update_q.live_running_update(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             version = await stack_q.next_version(conn, stack.id)
             return await self._put_state(
@@ -235,6 +251,10 @@ class StackService:
         return await self.texts.load(record)
 
 
+def _identity(record: CheckpointRecord | None) -> tuple[int, str] | None:
+    return None if record is None else (record.version, record.sha256)
+
+
 async def _locked(conn: Connection, ref: StackRef) -> StackRecord:
     stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
     if stack is None:
@@ -258,6 +278,10 @@ def _decode_page_token(token: str) -> tuple[str, str, str]:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError):
         raise BadRequest("invalid continuationToken") from None
-    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, str) and is_storable_text(v) for v in value)
+    ):
         raise BadRequest("invalid continuationToken")
     return (value[0], value[1], value[2])

@@ -23,7 +23,7 @@ from procella.metadata.queries import events as event_q
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef, check_tags
-from procella.stacks.service import CONFLICT_MESSAGE, StackService
+from procella.stacks.service import CONFLICT_MESSAGE, StackService, stack_not_found
 from procella.updates import checkpoints as cp
 from procella.updates.models import COMPLETE_STATUSES
 from procella.updates.texts import CheckpointTexts
@@ -71,8 +71,12 @@ class UpdateService:
 
     async def create(self, principal: Principal, ref: StackRef, new: NewUpdate) -> str:
         """Record a new update. It takes no lock yet: starting it does."""
-        stack = await self.stacks.resolve(principal, ref, Role.MEMBER)
+        principal.require(ref.org, Role.MEMBER)
         async with self.meta.transaction() as conn:
+            # Read under the row lock: a stack deleted meanwhile is a 404, not a dangling row.
+            stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
+            if stack is None:
+                raise stack_not_found(ref)
             return await update_q.insert(
                 conn,
                 stack.id,
@@ -101,7 +105,8 @@ class UpdateService:
                 raise Conflict(f"update '{update_id}' was already started")
             version = stack.version
             if not update.is_preview:
-                await self._take_stack(conn, stack.id)
+                if await update_q.live_running_update(conn, stack.id) is not None:
+                    raise UpdateConflict(CONFLICT_MESSAGE)
                 version = await stack_q.next_version(conn, stack.id)
                 await stack_q.set_active_update(conn, stack.id, update.id)
             try:
@@ -117,16 +122,6 @@ class UpdateService:
             if tags is not None:
                 await stack_q.replace_tags(conn, stack.id, tags)
         return Lease(version, token, expires)
-
-    async def _take_stack(self, conn: Connection, stack_id: str) -> None:
-        """Fail if another update runs; an abandoned one (lease expired) is cancelled."""
-        running = await update_q.running_for_stack(conn, stack_id)
-        if running is None:
-            return
-        if running.lease_live:
-            raise UpdateConflict(CONFLICT_MESSAGE)
-        await update_q.finish(conn, running.id, update_q.CANCELLED)
-        await stack_q.clear_active_update(conn, stack_id, running.id)
 
     async def cancel(self, principal: Principal, ref: StackRef, update_id: str) -> None:
         """Cancel an update that has not ended; cancelling an ended one changes nothing."""
@@ -165,18 +160,24 @@ class UpdateService:
 
     # Update-token calls ----------------------------------------------------------------
 
-    async def authorize(self, ref: StackRef, update_id: str, token: str) -> UpdateRecord:
-        """The update, if ``token`` is its live lease and ``ref`` names its stack."""
+    # The API checks the token before it reads a request body, so a caller without a lease
+    # cannot make the server inflate and parse one; the methods below take its result.
+
+    async def identify(self, ref: StackRef, update_id: str, token: str) -> UpdateRecord:
+        """The update, if ``token`` is its lease and ``ref`` names its stack (in any status)."""
         async with self.meta.read() as conn:
             found = await update_q.get_with_ref(conn, update_id)
-        update = _check_token(found, ref, update_id, token)
+        return _check_token(found, ref, update_id, token)
+
+    async def authorize(self, ref: StackRef, update_id: str, token: str) -> UpdateRecord:
+        """The update, if ``token`` is its lease, still live, and ``ref`` names its stack."""
+        update = await self.identify(ref, update_id, token)
         if update.status != update_q.RUNNING or not update.lease_live:
             raise LeaseInvalid("the update's lease has expired or the update has ended")
         return update
 
-    async def renew(self, ref: StackRef, update_id: str, token: str, duration: int) -> int:
+    async def renew(self, update: UpdateRecord, token: str, duration: int) -> int:
         """Extend the lease by ``duration`` seconds (capped); returns the new expiry."""
-        update = await self.authorize(ref, update_id, token)
         seconds = max(1, min(duration, self.lease_max_seconds))
         async with self.meta.transaction() as conn:
             expires = await update_q.renew_lease(conn, update.id, token_hash(token), seconds * 1000)
@@ -184,17 +185,15 @@ class UpdateService:
             raise LeaseInvalid("the update's lease has expired or the update has ended")
         return expires
 
-    async def save_full(self, ref: StackRef, update_id: str, token: str, state: cp.State) -> None:
+    async def save_full(self, update: UpdateRecord, token: str, state: cp.State) -> None:
         """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent)."""
-        update = await self.authorize(ref, update_id, token)
         digest = cp.sha256_hex(state.text)
         await self._store(update, token, state, digest, None, update.checkpoint_seq + 1)
 
     async def save_verbatim(
-        self, ref: StackRef, update_id: str, token: str, sequence: int, state: cp.State
+        self, update: UpdateRecord, token: str, sequence: int, state: cp.State
     ) -> None:
         """``PATCH checkpointverbatim``: the exact text, numbered from 1 in each update."""
-        update = await self.authorize(ref, update_id, token)
         digest = cp.sha256_hex(state.text)
         if self._already_saved(update, sequence, digest):
             return
@@ -202,8 +201,7 @@ class UpdateService:
 
     async def save_delta(
         self,
-        ref: StackRef,
-        update_id: str,
+        update: UpdateRecord,
         token: str,
         sequence: int,
         digest: str,
@@ -213,7 +211,6 @@ class UpdateService:
 
         Any failure here is safe: the CLI then resends the same step verbatim.
         """
-        update = await self.authorize(ref, update_id, token)
         if self._already_saved(update, sequence, digest):
             return
         if update.checkpoint_seq == 0 or update.checkpoint_sha is None:
@@ -285,7 +282,8 @@ class UpdateService:
         """After a failed compare-and-set: succeed if a concurrent retry stored the same
         step, else say why the write was refused."""
         now = await update_q.get(conn, update_id)
-        assert now is not None
+        if now is None:  # its stack was deleted meanwhile
+            raise NotFound(f"update '{update_id}' not found")
         if now.status != update_q.RUNNING or not now.lease_live:
             raise LeaseInvalid("the update's lease has expired or the update has ended")
         if now.checkpoint_seq == seq and now.checkpoint_sha == digest:
@@ -295,31 +293,31 @@ class UpdateService:
             f"{now.checkpoint_seq + 1}"
         )
 
-    async def record_events(
-        self, ref: StackRef, update_id: str, token: str, events: list[Event]
-    ) -> None:
-        update = await self.authorize(ref, update_id, token)
+    async def record_events(self, update: UpdateRecord, events: list[Event]) -> None:
         async with self.meta.transaction() as conn:
             await event_q.insert_many(
                 conn, update.id, [(e.sequence, e.kind, e.body) for e in events]
             )
 
-    async def complete(self, ref: StackRef, update_id: str, token: str, status: str) -> None:
-        """End the update, release the stack and record its results. Retries succeed."""
+    async def complete(self, update: UpdateRecord, status: str) -> None:
+        """End the update, release the stack and record its results. Retries succeed.
+
+        ``update`` comes from ``identify``: a retry arrives after the update has ended.
+        """
         final = COMPLETE_STATUSES.get(status)
         if final is None:
             raise BadRequest(f"invalid status {status!r}: use succeeded, failed or cancelled")
-        async with self.meta.read() as conn:
-            found = await update_q.get_with_ref(conn, update_id)
-        update = _check_token(found, ref, update_id, token)
         if update.status in update_q.TERMINAL:
             if update.status == final:
                 return
-            raise Conflict(f"update '{update_id}' has already ended: {update.status}")
+            raise Conflict(f"update '{update.id}' has already ended: {update.status}")
         changes, count = await self._results(update)
         async with self.meta.transaction() as conn:
+            # Stack row first, then the update's: the order start and cancel lock them in.
+            await stack_q.get_by_id(conn, update.stack_id, lock=True)
             locked = await update_q.get(conn, update.id, lock=True)
-            assert locked is not None
+            if locked is None:  # its stack was deleted meanwhile
+                raise NotFound(f"update '{update.id}' not found")
             if locked.status == final and locked.status in update_q.TERMINAL:
                 return
             if locked.status != update_q.RUNNING or not locked.lease_live:
@@ -340,10 +338,9 @@ class UpdateService:
             if not update.is_preview and update.version is not None:
                 state = await checkpoint_q.latest(conn, update.stack_id, at_most=update.version)
         changes = None
-        if summary is not None:
-            event = json.loads(summary).get("summaryEvent") or {}
-            if isinstance(event.get("resourceChanges"), dict):
-                changes = json.dumps(event["resourceChanges"])
+        if summary is not None:  # validated when it was recorded (api/updates.py)
+            counts = json.loads(summary)["summaryEvent"].get("resourceChanges")
+            changes = None if counts is None else json.dumps(counts)
         return changes, None if state is None else state.resource_count
 
 

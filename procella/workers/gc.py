@@ -34,8 +34,7 @@ class GcReport:
 
 
 async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings) -> GcReport:
-    async with meta.transaction() as conn:
-        leases = await gc_q.cancel_expired_leases(conn, int(settings.gc_lease_grace_seconds * 1000))
+    leases = await cancel_expired_leases(meta, int(settings.gc_lease_grace_seconds * 1000))
     async with meta.transaction() as conn:
         unstarted = await gc_q.expire_unstarted(
             conn, int(settings.gc_unstarted_update_seconds * 1000)
@@ -45,10 +44,21 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
         async with meta.transaction() as conn:
             pruned = await gc_q.prune_events(conn, int(settings.event_retention_days * _DAY_MS))
     deleted = await collect_blobs(meta, blobs, settings.gc_blob_grace_seconds)
-    report = GcReport(len(leases), unstarted, pruned, deleted)
+    report = GcReport(leases, unstarted, pruned, deleted)
     if report != GcReport():
         log.info("gc: %s", report)
     return report
+
+
+async def cancel_expired_leases(meta: MetadataStore, grace_ms: int) -> int:
+    """Cancel abandoned updates, one short transaction each (stacks stay usable meanwhile)."""
+    async with meta.read() as conn:
+        expired = await gc_q.expired_leases(conn, grace_ms)
+    cancelled = 0
+    for update_id, stack_id in expired:
+        async with meta.transaction() as conn:
+            cancelled += await gc_q.cancel_expired_lease(conn, update_id, stack_id, grace_ms)
+    return cancelled
 
 
 async def collect_blobs(meta: MetadataStore, blobs: BlobStore, grace_seconds: float) -> int:

@@ -99,3 +99,27 @@ async def test_s3_store_refuses_an_unreachable_endpoint() -> None:
     )
     with pytest.raises(ConfigurationError, match="cannot reach S3"):
         await store.open()
+
+
+async def test_an_s3_outage_is_a_transient_error(tmp_path: Path) -> None:
+    """A store that stops answering is worth a retry (503), not a 500."""
+    from procella.errors import TransientStoreError
+    from tests.services import create_bucket, s3_server
+
+    with s3_server() as endpoint:
+        store = S3BlobStore(
+            Settings(
+                blob_backend="s3",
+                blob_s3_bucket=create_bucket(endpoint),
+                blob_s3_endpoint=endpoint,
+                encryption_key="00" * 32,
+            )
+        )
+        await store.open()
+        await store.put("k/1", b"x")
+    try:
+        for operation in (store.put("k/2", b"y"), store.get("k/1"), store.delete("k/1")):
+            with pytest.raises(TransientStoreError):
+                await operation
+    finally:
+        await store.close()

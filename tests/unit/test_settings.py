@@ -54,10 +54,15 @@ def test_bool_invalid(text: str) -> None:
 
 
 def test_int_and_float() -> None:
-    settings = Settings.from_env(env(workers="4", request_timeout="2.5", lease_max_seconds="60"))
+    settings = Settings.from_env(env(workers="4", request_timeout="2.5", lease_max_seconds="600"))
     assert settings.workers == 4 and isinstance(settings.workers, int)
     assert settings.request_timeout == 2.5
-    assert settings.lease_max_seconds == 60
+    assert settings.lease_max_seconds == 600
+
+
+def test_leases_shorter_than_the_cli_assumes_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="PROCELLA_LEASE_MAX_SECONDS"):
+        Settings.from_env(env(lease_max_seconds="60"))
 
 
 @pytest.mark.parametrize(

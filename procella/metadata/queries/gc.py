@@ -6,21 +6,35 @@ from procella.metadata.base import Connection
 from procella.metadata.queries import updates as update_q
 
 
-async def cancel_expired_leases(conn: Connection, grace_ms: int) -> list[str]:
-    """Cancel running updates whose lease ended more than ``grace_ms`` ago; free their stacks."""
+async def expired_leases(conn: Connection, grace_ms: int) -> list[tuple[str, str]]:
+    """``(update id, stack id)`` of running updates whose lease ended over ``grace_ms`` ago."""
     rows = await conn.fetchall(
-        # SKIP LOCKED: a row another transaction holds is in use right now; next cycle.
-        "SELECT id, stack_id FROM updates WHERE status = ? AND lease_expires_at < NOW_MS - ? "
-        "FOR UPDATE SKIP LOCKED",
+        "SELECT id, stack_id FROM updates WHERE status = ? AND lease_expires_at < NOW_MS - ?",
         (update_q.RUNNING, grace_ms),
     )
-    for update_id, stack_id in rows:
-        await update_q.finish(conn, update_id, update_q.CANCELLED)
+    return [(str(u), str(s)) for u, s in rows]
+
+
+async def cancel_expired_lease(
+    conn: Connection, update_id: str, stack_id: str, grace_ms: int
+) -> bool:
+    """Cancel the update if its lease is still expired, and free its stack.
+
+    The stack row is locked first, then the update's: the order every writer uses (start,
+    cancel, complete), so the collector never deadlocks with them.
+    """
+    await conn.fetchone("SELECT id FROM stacks WHERE id = ? FOR UPDATE", (stack_id,))
+    changed = await conn.execute(
+        "UPDATE updates SET status = ?, ended_at = NOW_MS, lease_expires_at = NULL "
+        "WHERE id = ? AND status = ? AND lease_expires_at < NOW_MS - ?",
+        (update_q.CANCELLED, update_id, update_q.RUNNING, grace_ms),
+    )
+    if changed:
         await conn.execute(
             "UPDATE stacks SET active_update_id = NULL WHERE id = ? AND active_update_id = ?",
             (stack_id, update_id),
         )
-    return [str(r[0]) for r in rows]
+    return changed == 1
 
 
 async def expire_unstarted(conn: Connection, age_ms: int) -> int:

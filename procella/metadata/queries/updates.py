@@ -160,6 +160,21 @@ async def running_for_stack(conn: Connection, stack_id: str) -> UpdateRecord | N
     return None if row is None else _update(row)
 
 
+async def live_running_update(conn: Connection, stack_id: str) -> UpdateRecord | None:
+    """The stack's running non-preview update if its lease is live. One whose lease has
+    expired was abandoned (its CLI died): it is cancelled here and the stack freed, as the
+    garbage collector would do a little later. The caller holds the stack row."""
+    running = await running_for_stack(conn, stack_id)
+    if running is None or running.lease_live:
+        return running
+    await finish(conn, running.id, CANCELLED)
+    await conn.execute(
+        "UPDATE stacks SET active_update_id = NULL WHERE id = ? AND active_update_id = ?",
+        (stack_id, running.id),
+    )
+    return None
+
+
 async def history(conn: Connection, stack_id: str, limit: int, offset: int) -> list[UpdateRecord]:
     """Non-preview updates that took a version, newest first."""
     rows = await conn.fetchall(
