@@ -83,8 +83,3 @@ async def replace_token(conn: Connection, user_id: str, name: str, token_hash: s
     """Make ``token_hash`` the only token called ``name`` of the user."""
     await conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND name = ?", (user_id, name))
     await insert_token(conn, user_id, name, token_hash)
-
-
-async def count_tokens(conn: Connection, user_id: str) -> int:
-    row = await conn.fetchone("SELECT COUNT(*) FROM api_tokens WHERE user_id = ?", (user_id,))
-    return int(row[0]) if row else 0
