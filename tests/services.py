@@ -75,7 +75,8 @@ class PostgresServer:
 
     @classmethod
     def start(cls) -> PostgresServer:
-        root = Path(tempfile.mkdtemp(prefix="procella-pg-"))
+        stop_orphans()
+        root = Path(tempfile.mkdtemp(prefix=PREFIX))
         server = cls(root, free_port(), postgres_bindir(), os.geteuid() == 0)
         if server.as_postgres:
             shutil.chown(root, "postgres", "postgres")
@@ -113,6 +114,7 @@ class PostgresServer:
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
+        (root / OWNER_FILE).write_text(str(os.getpid()))
         return server
 
     def _run(self, program: str, *args: str) -> None:
@@ -133,6 +135,34 @@ class PostgresServer:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._pg_ctl("-m", "immediate", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+PREFIX = "procella-pg-"
+OWNER_FILE = "owner.pid"
+
+
+def stop_orphans() -> None:
+    """Stop servers whose test process died without stopping them (e.g. killed by a
+    timeout: its finalizers never ran). Only servers this module started are touched."""
+    for root in Path(tempfile.gettempdir()).glob(PREFIX + "*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # still starting, or not one of ours
+        if _alive(owner):
+            continue
+        orphan = PostgresServer(root, 0, postgres_bindir(), os.geteuid() == 0)
+        orphan.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def create_database(admin_url: str) -> str:
