@@ -144,7 +144,7 @@ class StackService:
             if not force:
                 if await update_q.live_running_update(conn, stack.id) is not None:
                     raise UpdateConflict(CONFLICT_MESSAGE)
-                latest = await checkpoint_q.latest(conn, stack.id)
+                latest = await checkpoint_q.latest_summary(conn, stack.id)
                 if latest is not None and latest.resource_count > 0:
                     raise StackNotEmpty("Bad Request: Stack still contains resources.")
             await stack_q.delete(conn, stack.id)
@@ -186,7 +186,7 @@ class StackService:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             # The state rewritten above must still be the current one: an update that was
             # ending meanwhile may have saved a newer checkpoint under the same version.
-            current = await checkpoint_q.latest(conn, stack.id)
+            current = await checkpoint_q.latest_summary(conn, stack.id)
             if locked.id != stack.id or _identity(current) != _identity(latest):
                 raise Conflict("the stack changed during the rename; try again")
             try:
@@ -251,7 +251,9 @@ class StackService:
         return await self.texts.load(record)
 
 
-def _identity(record: CheckpointRecord | None) -> tuple[int, str] | None:
+def _identity(
+    record: CheckpointRecord | checkpoint_q.CheckpointSummary | None,
+) -> tuple[int, str] | None:
     return None if record is None else (record.version, record.sha256)
 
 

@@ -336,7 +336,9 @@ class UpdateService:
             summary = await event_q.last_of_kind(conn, update.id, "summaryEvent")
             state = None
             if not update.is_preview and update.version is not None:
-                state = await checkpoint_q.latest(conn, update.stack_id, at_most=update.version)
+                state = await checkpoint_q.latest_summary(
+                    conn, update.stack_id, at_most=update.version
+                )
         changes = None
         if summary is not None:  # validated when it was recorded (api/updates.py)
             counts = json.loads(summary)["summaryEvent"].get("resourceChanges")

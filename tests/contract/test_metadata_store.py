@@ -12,12 +12,14 @@ import pytest
 
 from procella.errors import TransientStoreError
 from procella.metadata.base import MetadataStore, UniqueViolation
+from procella.metadata.postgres import PostgresStore
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import events as event_q
 from procella.metadata.queries import new_id
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
+from procella.settings import Settings
 from procella.updates.texts import StoredText
 from tests.contract.conftest import StoreFactory
 
@@ -293,3 +295,20 @@ async def test_cancelled_requests_leave_the_store_usable(meta: MetadataStore) ->
         await asyncio.gather(*tasks, return_exceptions=True)
     for _ in range(3):
         await asyncio.wait_for(asyncio.gather(*(read() for _ in range(10)), write()), 10)
+
+
+async def test_postgres_stores_checkpoint_texts_with_lz4(pg_url: str) -> None:
+    """Where the server has lz4 (Debian's has), checkpoint texts use it, not slower pglz."""
+    settings = Settings(database_url=pg_url, encryption_key="00" * 32)
+    store = PostgresStore(pg_url, settings)
+    await store.open()
+    try:
+        await store.migrate()
+        async with store.read() as conn:
+            row = await conn.fetchone(
+                "SELECT attcompression FROM pg_attribute "
+                "WHERE attrelid = 'checkpoints'::regclass AND attname = 'data'"
+            )
+    finally:
+        await store.close()
+    assert row == ("l",)

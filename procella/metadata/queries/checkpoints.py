@@ -5,6 +5,7 @@ The text lives inline in ``data`` when small, or in the blob store under ``blob_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from procella.metadata.base import CheckpointRecord, Connection, Row, UpdateRecord
@@ -68,6 +69,28 @@ async def latest(
             (stack_id, at_most),
         )
     return None if row is None else _checkpoint(row)
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What a checkpoint row says about its text, without the text."""
+
+    version: int
+    sha256: str
+    resource_count: int
+
+
+async def latest_summary(
+    conn: Connection, stack_id: str, *, at_most: int | None = None
+) -> CheckpointSummary | None:
+    """``latest`` without the text: for callers that need only its identity or count."""
+    sql = "SELECT version, sha256, resource_count FROM checkpoints WHERE stack_id = ?"
+    params: list[Any] = [stack_id]
+    if at_most is not None:
+        sql += " AND version <= ?"
+        params.append(at_most)
+    row = await conn.fetchone(sql + " ORDER BY version DESC LIMIT 1", params)
+    return None if row is None else CheckpointSummary(int(row[0]), row[1], int(row[2]))
 
 
 async def get(conn: Connection, stack_id: str, version: int) -> CheckpointRecord | None:
