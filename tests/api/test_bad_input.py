@@ -92,10 +92,15 @@ async def send_everywhere(
         if skip_start and path.endswith(world.pending_id):
             continue
         response = await world.api.call(method, path, raw=raw, gzip_body=gzip_body, lease=lease)
-        try:
-            await assert_error(response, status)
-        except AssertionError as exc:
-            raise AssertionError(f"{method} {path}: {exc}") from None
+        await assert_error_at(response, status, method, path)
+
+
+async def assert_error_at(response: Any, status: int, method: str, path: str) -> None:
+    """``assert_error``, naming the route in the failure (these tests sweep every route)."""
+    try:
+        await assert_error(response, status)
+    except AssertionError as exc:
+        raise AssertionError(f"{method} {path}: {exc}") from None
 
 
 @pytest.mark.parametrize(
@@ -244,10 +249,7 @@ async def test_unknown_stacks_and_updates_are_404(world: World) -> None:
     ):
         kwargs: dict[str, Any] = {} if body is None else {"body": body}
         response = await api.call(method, path, **kwargs)
-        try:
-            await assert_error(response, 404)
-        except AssertionError as exc:
-            raise AssertionError(f"{method} {path}: {exc}") from None
+        await assert_error_at(response, 404, method, path)
 
 
 @pytest.mark.parametrize(
@@ -279,10 +281,7 @@ async def test_names_the_cli_rejects_are_400(api: Api, ref: str) -> None:
     ):
         kwargs: dict[str, Any] = {} if body is None else {"body": body}
         response = await api.call(method, path, **kwargs)
-        try:
-            await assert_error(response, 400)
-        except AssertionError as exc:
-            raise AssertionError(f"{method} {path}: {exc}") from None
+        await assert_error_at(response, 400, method, path)
     assert (await api.list_stacks())["stacks"] == []
 
 
@@ -369,10 +368,7 @@ async def test_invalid_gzip_is_400(world: World) -> None:
             response = await api.call(
                 method, path, raw=payload, lease=lease, headers={"Content-Encoding": "gzip"}
             )
-            try:
-                await assert_error(response, 400)
-            except AssertionError as exc:
-                raise AssertionError(f"{method} {path}: {exc}") from None
+            await assert_error_at(response, 400, method, path)
     assert await world.snapshot() == before
 
 

@@ -83,20 +83,21 @@ def docker() -> Path:
     return Path(found)
 
 
+def _required_script(name: str) -> Path:
+    found = _console_script(name)
+    if found is None:
+        missing(name)
+    return found
+
+
 @functools.cache
 def kubernetes_validate() -> Path:
-    found = _console_script("kubernetes-validate")
-    if found is None:
-        missing("kubernetes-validate")
-    return found
+    return _required_script("kubernetes-validate")
 
 
 @functools.cache
 def hadolint() -> Path:
-    found = _console_script("hadolint")
-    if found is None:
-        missing("hadolint")
-    return found
+    return _required_script("hadolint")
 
 
 @functools.cache
