@@ -45,15 +45,19 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def e2e(session: nox.Session) -> None:
-    """The real pulumi CLI against `procella serve` on the embedded default, in both
-    checkpoint modes (the CLI is built once per machine and cached)."""
+    """The real pulumi CLI against `procella serve` on the embedded default, in every
+    checkpoint mode (the CLI is built once per machine and cached); then the same with the
+    older pinned CLI, as a compatibility check."""
     install_project(session, "test")
     session.run("pytest", "e2e", "-n", "2", *session.posargs)
+    session.run(
+        "pytest", "e2e", "-n", "2", *session.posargs, env={"PROCELLA_E2E_CLI_VERSION": "3.259.0"}
+    )
 
 
 @nox.session(python=PYTHON)
 def e2e_cluster(session: nox.Session) -> None:
-    """The same suite through Caddy against three replicas on PostgreSQL + S3."""
+    """The same suite through Caddy against three replicas on PostgreSQL + S3 (default CLI)."""
     install_project(session, "test")
     session.run(
         "pytest", "e2e", "-n", "2", *session.posargs, env={"PROCELLA_E2E_TOPOLOGY": "cluster"}

@@ -60,7 +60,9 @@ def measure(
         "PROCELLA_LOG_LEVEL": "DEBUG",  # the access log counts the checkpoint requests
         **services.AWS_TEST_ENV,
     }
-    server = ProcellaServer(work / "data", delta=args.delta == "on", cutoff_bytes=0, extra_env=env)
+    server = ProcellaServer(
+        work / "data", mode="delta" if args.delta == "on" else "full", cutoff_bytes=0, extra_env=env
+    )
     server.start()
     try:
         project = make_project("things", "bench", work)

@@ -61,7 +61,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
     toolchain = pulumi_toolchain.ensure_toolchain(verbose=True)
     project = make_project("things", PROJECT, work)
     cutoff = args.cutoff
-    server = ProcellaServer(work / "procella-data", delta=args.delta == "on", cutoff_bytes=cutoff)
+    server = ProcellaServer(
+        work / "procella-data", mode="delta" if args.delta == "on" else "full", cutoff_bytes=cutoff
+    )
     server.start()
     try:
         procella = PulumiCLI(

@@ -26,10 +26,11 @@ REPLICAS = 3
 
 class Cluster:
     def __init__(
-        self, root: Path, *, database_url: str, s3_endpoint: str, bucket: str, delta: bool
+        self, root: Path, *, database_url: str, s3_endpoint: str, bucket: str, mode: str
     ) -> None:
         self.root = root
-        self.delta = delta
+        self.mode = mode
+        self.delta = mode == "delta"
         self.admin_token = "pul-" + secrets.token_hex(20)
         shared = {
             "PROCELLA_DATABASE_URL": database_url,
@@ -45,7 +46,7 @@ class Cluster:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         self.replicas = [
-            ProcellaServer(root / f"replica{i}", delta=delta, cutoff_bytes=0, extra_env=shared)
+            ProcellaServer(root / f"replica{i}", mode=mode, cutoff_bytes=0, extra_env=shared)
             for i in range(REPLICAS)
         ]
         for replica in self.replicas:

@@ -2,10 +2,12 @@
 
 * ``toolchain``: the pinned CLI, Python language host and SDK venv (built once per machine by
   pulumi_toolchain.py, under a file lock, so pytest-xdist workers share one build).
-* ``server``: one ``procella serve`` per xdist worker and checkpoint mode. It is parametrized,
-  so every test runs against ``delta`` (delta checkpoints with cutoff 0: the CLI sends
-  ``checkpointdelta`` from the second checkpoint of every update on) and ``full`` (the
-  whole deployment on every ``PATCH .../checkpoint``).
+  PROCELLA_E2E_CLI_VERSION picks one of the pinned CLI versions (default: the newest pin).
+* ``server``: one ``procella serve`` per xdist worker and mode. It is parametrized, so every
+  test runs against ``journal`` (the CLI sends journal entries, no checkpoints), ``delta``
+  (journaling off; delta checkpoints with cutoff 0: the CLI sends ``checkpointdelta`` from
+  the second checkpoint of every update on) and ``full`` (journaling off; the whole
+  deployment on every ``PATCH .../checkpoint``).
 * ``pulumi``: the CLI logged in to that server as the site admin, with a fresh PULUMI_HOME.
 * ``names``: an org, project and stack names no other test uses (tests share a server).
 
@@ -24,23 +26,33 @@ from pathlib import Path
 import pulumi_toolchain
 import pytest
 from cluster import Cluster
-from e2e_harness import Names, ProcellaServer, PulumiCLI, make_project
+from e2e_harness import MODES, Names, ProcellaServer, PulumiCLI, make_project
 
 # The test-support services (PostgreSQL, S3) live in the repository's tests package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import services
 
-MODES = {"delta": True, "full": False}
 # PROCELLA_E2E_TOPOLOGY=cluster: three replicas on PostgreSQL + S3 behind Caddy (cluster.py).
 CLUSTER = os.environ.get("PROCELLA_E2E_TOPOLOGY", "single") == "cluster"
 if os.environ.get("PROCELLA_E2E_TOPOLOGY", "single") not in ("single", "cluster"):
     raise RuntimeError("PROCELLA_E2E_TOPOLOGY must be single or cluster")
 # Only the cluster has replicas to kill.
 collect_ignore = [] if CLUSTER else ["test_cluster.py"]
+# PROCELLA_E2E_CLI_VERSION: which pinned CLI drives the suite (nox runs it with each pin).
+CLI_VERSION = os.environ.get("PROCELLA_E2E_CLI_VERSION", pulumi_toolchain.DEFAULT_CLI_VERSION)
+if CLI_VERSION not in pulumi_toolchain.CLI_VERSIONS:
+    raise RuntimeError(
+        f"PROCELLA_E2E_CLI_VERSION is {CLI_VERSION!r}; the pinned pulumi CLI versions are "
+        + ", ".join(pulumi_toolchain.CLI_VERSIONS)
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: drives the real pulumi CLI against procella serve")
+
+
+def pytest_report_header() -> str:
+    return f"pulumi CLI: v{CLI_VERSION}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,7 +63,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def toolchain() -> Path:
     try:
-        return pulumi_toolchain.ensure_toolchain(verbose=True)
+        return pulumi_toolchain.ensure_toolchain(CLI_VERSION, verbose=True)
     except pulumi_toolchain.ToolchainError as exc:
         pytest.fail(f"cannot build the pulumi toolchain: {exc}", pytrace=False)
 
@@ -70,10 +82,10 @@ def server(
             database_url=postgres.url(services.create_database(postgres.admin_url)),
             s3_endpoint=s3,
             bucket=services.create_bucket(s3),
-            delta=MODES[mode],
+            mode=mode,
         )
     else:
-        instance = ProcellaServer(root / "data", delta=MODES[mode], cutoff_bytes=0)
+        instance = ProcellaServer(root / "data", mode=mode, cutoff_bytes=0)
     # The finalizer runs even when start() or a test fails, so nothing outlives us.
     request.addfinalizer(instance.stop)
     instance.start()

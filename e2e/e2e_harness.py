@@ -282,8 +282,6 @@ class PulumiCLI:
         )
         env["PULUMI_HOME"] = str(self.home)
         env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
-        # Journaling (journalVersion 1) is a later Procella issue; use checkpoints.
-        env["PULUMI_DISABLE_JOURNALING"] = "true"
         env["NO_COLOR"] = "1"
         if self.token is not None:
             env["PULUMI_ACCESS_TOKEN"] = self.token
@@ -380,6 +378,12 @@ class ServerError(RuntimeError):
         self.timed_out = timed_out
 
 
+# How the CLI saves state: journal entries (journalVersion 1), delta checkpoints, or whole
+# checkpoints. The server decides: it answers journalVersion 1 only with journaling on, and
+# advertises delta checkpoints only with them on.
+MODES = ("journal", "delta", "full")
+
+
 class ProcellaServer:
     """``procella serve`` on 127.0.0.1 with the embedded default store in ``data_dir``."""
 
@@ -387,12 +391,15 @@ class ProcellaServer:
         self,
         data_dir: Path,
         *,
-        delta: bool,
+        mode: str,
         cutoff_bytes: int | None = 0,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.data_dir = data_dir
-        self.delta = delta
+        self.mode = mode
+        self.delta = mode == "delta"
         self.admin_token = "pul-" + secrets.token_hex(20)
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -413,6 +420,7 @@ class ProcellaServer:
                 "PROCELLA_LISTEN_ADDR": f"127.0.0.1:{self.port}",
                 "PROCELLA_DATA_DIR": str(self.data_dir),
                 "PROCELLA_ADMIN_TOKEN": self.admin_token,
+                "PROCELLA_JOURNALING": "true" if self.mode == "journal" else "false",
                 "PROCELLA_DELTA_CHECKPOINTS": "true" if self.delta else "false",
                 "PROCELLA_SHUTDOWN_TIMEOUT_SECONDS": "5",
                 "PROCELLA_LOG_LEVEL": os.environ.get("PROCELLA_E2E_LOG_LEVEL", "INFO"),

@@ -1,8 +1,9 @@
-"""The two checkpoint modes really take their protocol paths.
+"""The three modes (journal, delta, whole checkpoints) really take their protocol paths.
 
 A failed `checkpointdelta` call is invisible to the user (the CLI silently resends the same
-sequence number with `checkpointverbatim`), so the other tests would pass with a broken delta
-path. Here the CLI logs every API call (`--logtostderr -v=10`) and the test counts them.
+sequence number with `checkpointverbatim`), and a server that answered journalVersion 0 would
+silently get checkpoints, so the other tests would pass with a broken path. Here the CLI logs
+every API call (`--logtostderr -v=10`) and the test counts them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from e2e_harness import Names, ProcellaServer, PulumiCLI, Result, Stack, engine_
 
 # glog line of the CLI's HTTP client (pkg/backend/httpstate/client/api.go, level 10).
 RESPONSE_LINE = re.compile(r"Pulumi API call response code \((\S+)\): (\d{3})")
-CHECKPOINT_CALLS = ("checkpoint", "checkpointverbatim", "checkpointdelta")
+CHECKPOINT_CALLS = ("checkpoint", "checkpointverbatim", "checkpointdelta", "journalentries")
 
 
 def checkpoint_calls(result: Result) -> Counter[tuple[str, str]]:
@@ -58,7 +59,10 @@ def test_checkpoint_requests_follow_the_mode(
         failed = {call: n for call, n in calls.items() if not call[1].startswith("2")}
         assert not failed, f"checkpoint calls failed: {failed}"
         by_call = Counter({call: n for (call, _), n in calls.items()})
-        if server.delta:
+        if server.mode == "journal":
+            assert by_call["journalentries"] >= 1, by_call
+            assert set(by_call) == {"journalentries"}, by_call
+        elif server.delta:
             # Cutoff 0: the first save of every update is verbatim, every later one a delta.
             assert by_call["checkpointverbatim"] == 1, by_call
             assert by_call["checkpointdelta"] >= 3, by_call
@@ -66,6 +70,7 @@ def test_checkpoint_requests_follow_the_mode(
         else:
             assert by_call["checkpoint"] >= 3, by_call
             assert by_call["checkpointverbatim"] == by_call["checkpointdelta"] == 0, by_call
+            assert by_call["journalentries"] == 0, by_call
         assert "falling back" not in result.stderr
 
     # The state the server assembled from those requests is the engine's final state.

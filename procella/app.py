@@ -25,6 +25,7 @@ from procella.settings import Settings
 from procella.stacks.service import StackService
 from procella.updates.cache import CheckpointCache
 from procella.updates.service import UpdateService
+from procella.updates.states import States
 from procella.updates.texts import CheckpointTexts
 from procella.workers.supervisor import Supervisor
 
@@ -83,7 +84,8 @@ async def open_services(settings: Settings, *, bootstrap: bool = True) -> Servic
             settings.checkpoint_inline_max_bytes,
             CheckpointCache(settings.checkpoint_cache_bytes),
         )
-        stacks = StackService(meta, texts)
+        states = States(meta, texts)
+        stacks = StackService(meta, states)
         crypto = StackCrypto(load_master_key(settings))
         return Services(
             settings=settings,
@@ -91,7 +93,9 @@ async def open_services(settings: Settings, *, bootstrap: bool = True) -> Servic
             blobs=blobs,
             auth=auth,
             stacks=stacks,
-            updates=UpdateService(meta, stacks, texts, settings.lease_max_seconds),
+            updates=UpdateService(
+                meta, stacks, states, settings.lease_max_seconds, settings.journaling
+            ),
             secrets=SecretsService(stacks, crypto),
         )
     except BaseException:

@@ -132,6 +132,16 @@ class Settings:
         512 * 1024,
         "Checkpoints shorter than this are sent whole even when deltas are on.",
     )
+    journaling: bool = _setting(
+        True,
+        "Answer `journalVersion: 1` to CLIs that ask: they then send journal entries, not "
+        "checkpoints.",
+    )
+    journal_batch_max_bytes: int = _setting(
+        16 * MiB,
+        "Largest journal-entry batch after decompression; larger ones get 413, and the CLI "
+        "splits them.",
+    )
     max_request_bytes: int = _setting(
         64 * MiB,
         "Largest request body accepted, as sent (compressed).",

@@ -330,8 +330,9 @@ class Api:
         return Update(stack, body["updateID"], "update")
 
     async def start_update(self, update: Update, body: Any = _UNSET) -> Any:
+        # Without journalVersion, as a CLI with journaling off sends it: checkpoints follow.
         if body is _UNSET:
-            body = {"tags": None, "journalVersion": 1}
+            body = {"tags": None}
         return await self.call("POST", update.path, body)
 
     async def begin(self, update: Update, body: Any = _UNSET) -> Update:
@@ -409,6 +410,12 @@ class Api:
             body,
             gzip_body=True,
             lease=update.token if lease is None else lease,
+        )
+
+    async def journal(self, update: Update, entries: list[dict[str, Any]], **kw: Any) -> Any:
+        kw.setdefault("lease", update.token)
+        return await self.call(
+            "PATCH", f"{update.path}/journalentries", {"entries": entries}, gzip_body=True, **kw
         )
 
     async def events(self, update: Update, events: list[dict[str, Any]], **kw: Any) -> Any:
@@ -491,3 +498,30 @@ def summary_event(sequence: int, changes: dict[str, int]) -> dict[str, Any]:
             "isPreview": False,
         },
     }
+
+
+def journal_entry(kind: int, sequence: int, op: int = 0, **fields: Any) -> dict[str, Any]:
+    """A JournalEntry as the CLI serializes it (``removeOld``/``removeNew`` always present)."""
+    entry: dict[str, Any] = {
+        "version": 1,
+        "kind": kind,
+        "sequenceID": sequence,
+        "operationID": op,
+        "removeOld": None,
+        "removeNew": None,
+    }
+    entry.update(fields)
+    return entry
+
+
+def resource_state(name: str, **fields: Any) -> dict[str, Any]:
+    """A ResourceV3 of a dynamic resource named ``name`` in stack ``dev`` of ``proj``."""
+    state: dict[str, Any] = {
+        "urn": f"urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::{name}",
+        "custom": True,
+        "id": f"id-{name}",
+        "type": "pulumi-python:dynamic:Resource",
+        "outputs": {"name": name},
+    }
+    state.update(fields)
+    return state

@@ -6,17 +6,26 @@ import json
 import re
 from typing import Any
 
-from quart import Response
+from quart import Response, request
 
 from procella.api import wire
 from procella.api.auth import member_of, principal, update_token
-from procella.api.body import INT64, field, read_json, read_json_members, require_object
+from procella.api.body import (
+    INT64,
+    field,
+    parse_json_offloaded,
+    read_body,
+    read_json,
+    read_json_members,
+    require_object,
+)
 from procella.api.context import services
 from procella.api.responses import check_update_id, int_arg, json_response, no_content, stack_ref
-from procella.errors import BadRequest
+from procella.errors import BadRequest, PayloadTooLarge
 from procella.metadata.base import UpdateRecord
 from procella.stacks.models import check_tags
 from procella.updates import checkpoints as cp
+from procella.updates import journal
 from procella.updates.service import Event
 
 EVENTS_PAGE = 500
@@ -24,6 +33,8 @@ DEFAULT_LEASE_SECONDS = 300  # what the CLI asks for
 MAX_EVENTS_PER_BATCH = 1000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _EVENT_KIND = re.compile(r"[A-Za-z]{1,64}Event")
+# The CLI's User-Agent: "pulumi-cli/1 (v3.276.0; linux)".
+_CLI_VERSION = re.compile(r"pulumi-cli/\S+ \((v[0-9A-Za-z.+-]{1,40});")
 
 
 def _max_inflated() -> int:
@@ -45,21 +56,30 @@ async def start_update(org: str, project: str, stack: str, kind: str, update_id:
     check_update_id(update_id)
     obj = require_object(await read_json(_max_inflated(), empty={}))
     tags = field(obj, "tags", dict, required=False)
+    # The CLI asks for the newest journal format it knows (v3.276.0 asks for 2, which adds
+    # state-migration entries) and takes 1 for an answer; 0 makes it send checkpoints.
+    wants_journal = (field(obj, "journalVersion", int, required=False) or 0) >= 1
     lease = await services().updates.start(
         caller,
         stack_ref(org, project, stack),
         update_id,
         None if tags is None else check_tags(tags),
+        wants_journal=wants_journal,
+        client_version=_client_version(),
     )
-    # journalVersion 0: the CLI sends checkpoints rather than journal entries.
     return json_response(
         {
             "version": lease.version,
             "token": lease.token,
             "tokenExpiration": wire.seconds(lease.expires_at_ms),
-            "journalVersion": 0,
+            "journalVersion": lease.journal_version,
         }
     )
+
+
+def _client_version() -> str:
+    match = _CLI_VERSION.match(request.headers.get("User-Agent", ""))
+    return "" if match is None else match.group(1)
 
 
 async def update_status(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
@@ -181,8 +201,17 @@ def _sequence_number(values: dict[str, Any]) -> int:
 async def journal_entries(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
-    await _lease_holder(org, project, stack, update_id)
-    raise BadRequest("journaling is not enabled on this server (journalVersion 0)")
+    update, token = await _lease_holder(org, project, stack, update_id)
+    limit = services().settings.journal_batch_max_bytes
+    data = await read_body(min(limit, _max_inflated()))
+    if len(data) > limit:
+        # The CLI answers 413 by sending the batch again in two halves.
+        raise PayloadTooLarge(f"a journal batch may hold at most {limit} bytes")
+    body = require_object(await parse_json_offloaded(data))
+    raw_entries = field(body, "entries", list, required=False) or []
+    entries = [journal.check_entry(entry, i) for i, entry in enumerate(raw_entries)]
+    await services().updates.save_journal(update, token, entries)
+    return no_content()
 
 
 async def record_events(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:

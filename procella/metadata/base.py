@@ -158,6 +158,16 @@ class UpdateRecord:
     metadata: str
     resource_changes: str | None
     resource_count: int | None
+    journal_version: int = 0  # 1: the CLI sends journal entries instead of checkpoints
+    journal_count: int = 0  # journal entries stored so far
+    journal_last_at: int | None = None  # when the last journal batch was stored
+    client_version: str = ""  # the CLI's version, from the start request's User-Agent
+
+    @property
+    def journal_frozen(self) -> bool:
+        """No journal entry can be added any more: the update ended or its lease expired
+        (an expired lease is never renewed), so replaying it always gives the same state."""
+        return self.status not in ("not-started", "running") or not self.lease_live
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from procella.stacks.models import (
 )
 from procella.stacks.rename import rename_deployment
 from procella.updates import checkpoints as cp
-from procella.updates.texts import CheckpointTexts, StoredText
+from procella.updates.states import States
+from procella.updates.texts import StoredText
 
 LIST_PAGE_SIZE = 100
 CONFLICT_MESSAGE = "Another update is currently in progress."
@@ -65,9 +66,10 @@ def stack_not_found(ref: StackRef) -> NotFound:
 
 
 class StackService:
-    def __init__(self, meta: MetadataStore, texts: CheckpointTexts) -> None:
+    def __init__(self, meta: MetadataStore, states: States) -> None:
         self.meta = meta
-        self.texts = texts
+        self.states = states
+        self.texts = states.texts
 
     # Lookups -------------------------------------------------------------------------
 
@@ -139,6 +141,10 @@ class StackService:
 
     async def delete(self, principal: Principal, ref: StackRef, *, force: bool) -> None:
         principal.require(ref.org, Role.ADMIN)
+        if not force:
+            # A journal's resources count only once its state is stored.
+            found = await self.resolve(principal, ref, Role.ADMIN)
+            await self.states.settle_stack(found.id)
         async with self.meta.transaction() as conn:
             stack = await _locked(conn, ref)
             if not force:
@@ -171,6 +177,7 @@ class StackService:
         stack = await self.resolve(principal, ref, Role.MEMBER)
         if new_ref == ref:
             return
+        await self.states.settle_stack(stack.id)
         async with self.meta.read() as conn:
             if await update_q.running_for_stack(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)  # its checkpoints would race ours
@@ -239,16 +246,9 @@ class StackService:
     ) -> bytes:
         """The stack's state (as of ``version``), exactly as it was stored."""
         stack = await self.resolve(principal, ref, Role.VIEWER)
-        async with self.meta.read() as conn:
-            if version is None:
-                record = await checkpoint_q.latest(conn, stack.id)
-            else:
-                if not 0 <= version <= stack.version:
-                    raise NotFound(f"stack '{ref}' has no version {version}")
-                record = await checkpoint_q.latest(conn, stack.id, at_most=version)
-        if record is None:
-            return cp.EMPTY_DEPLOYMENT
-        return await self.texts.load(record)
+        if version is not None and not 0 <= version <= stack.version:
+            raise NotFound(f"stack '{ref}' has no version {version}")
+        return (await self.states.text(stack.id, at_most=version)).text
 
 
 def _identity(

@@ -16,17 +16,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from procella.auth.models import Principal, Role, new_lease_token, token_hash
-from procella.errors import BadRequest, Conflict, LeaseInvalid, NotFound, UpdateConflict
+from procella.errors import (
+    BadRequest,
+    Conflict,
+    LeaseInvalid,
+    NotFound,
+    TransientStoreError,
+    UpdateConflict,
+)
 from procella.metadata.base import Connection, MetadataStore, UniqueViolation, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import events as event_q
+from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef, check_tags
 from procella.stacks.service import CONFLICT_MESSAGE, StackService, stack_not_found
 from procella.updates import checkpoints as cp
+from procella.updates.journal import JournalEntry
 from procella.updates.models import COMPLETE_STATUSES
-from procella.updates.texts import CheckpointTexts
+from procella.updates.states import States
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class Lease:
     version: int
     token: str
     expires_at_ms: int
+    journal_version: int  # 1: the CLI sends journal entries, 0: checkpoints
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,16 @@ class UpdateService:
         self,
         meta: MetadataStore,
         stacks: StackService,
-        texts: CheckpointTexts,
+        states: States,
         lease_max_seconds: int,
+        journaling: bool,
     ) -> None:
         self.meta = meta
         self.stacks = stacks
-        self.texts = texts
+        self.states = states
+        self.texts = states.texts
         self.lease_max_seconds = lease_max_seconds
+        self.journaling = journaling
 
     # User-token calls ------------------------------------------------------------------
 
@@ -89,12 +102,23 @@ class UpdateService:
             )
 
     async def start(
-        self, principal: Principal, ref: StackRef, update_id: str, tags: dict[str, str] | None
+        self,
+        principal: Principal,
+        ref: StackRef,
+        update_id: str,
+        tags: dict[str, str] | None,
+        *,
+        wants_journal: bool = False,
+        client_version: str = "",
     ) -> Lease:
-        """Start an update. A non-preview update takes the stack or fails with a conflict."""
+        """Start an update. A non-preview update takes the stack or fails with a conflict.
+
+        It journals when the CLI asked to and the server allows it.
+        """
         principal.require(ref.org, Role.MEMBER)
         if tags is not None:
             check_tags(tags)
+        journal_version = 1 if wants_journal and self.journaling else 0
         token = new_lease_token()
         async with self.meta.transaction() as conn:
             stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
@@ -116,12 +140,14 @@ class UpdateService:
                     None if update.is_preview else version,
                     token_hash(token),
                     self.lease_max_seconds * 1000,
+                    journal_version=journal_version,
+                    client_version=client_version,
                 )
             except UniqueViolation:
                 raise UpdateConflict(CONFLICT_MESSAGE) from None
             if tags is not None:
                 await stack_q.replace_tags(conn, stack.id, tags)
-        return Lease(version, token, expires)
+        return Lease(version, token, expires, journal_version)
 
     async def cancel(self, principal: Principal, ref: StackRef, update_id: str) -> None:
         """Cancel an update that has not ended; cancelling an ended one changes nothing."""
@@ -135,6 +161,7 @@ class UpdateService:
                 return
             await update_q.finish(conn, update.id, update_q.CANCELLED)
             await stack_q.clear_active_update(conn, stack.id, update.id)
+        await self.states.settle_by_id(update.id)
 
     async def get(self, principal: Principal, ref: StackRef, update_id: str) -> UpdateRecord:
         stack = await self.stacks.resolve(principal, ref, Role.VIEWER)
@@ -187,6 +214,7 @@ class UpdateService:
 
     async def save_full(self, update: UpdateRecord, token: str, state: cp.State) -> None:
         """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent)."""
+        _check_checkpointing(update)
         digest = cp.sha256_hex(state.text)
         await self._store(update, token, state, digest, None, update.checkpoint_seq + 1)
 
@@ -194,6 +222,7 @@ class UpdateService:
         self, update: UpdateRecord, token: str, sequence: int, state: cp.State
     ) -> None:
         """``PATCH checkpointverbatim``: the exact text, numbered from 1 in each update."""
+        _check_checkpointing(update)
         digest = cp.sha256_hex(state.text)
         if self._already_saved(update, sequence, digest):
             return
@@ -211,6 +240,7 @@ class UpdateService:
 
         Any failure here is safe: the CLI then resends the same step verbatim.
         """
+        _check_checkpointing(update)
         if self._already_saved(update, sequence, digest):
             return
         if update.checkpoint_seq == 0 or update.checkpoint_sha is None:
@@ -293,6 +323,36 @@ class UpdateService:
             f"{now.checkpoint_seq + 1}"
         )
 
+    async def save_journal(
+        self, update: UpdateRecord, token: str, entries: list[JournalEntry]
+    ) -> None:
+        """``PATCH journalentries``: store a batch durably, in arrival order.
+
+        An entry is stored once under its sequence ID: a retried batch changes nothing, and
+        an entry that comes back with other contents is a conflict that stores nothing.
+        """
+        if update.is_preview:
+            raise BadRequest("a preview has no journal")
+        if update.journal_version != 1:
+            raise BadRequest("this update sends checkpoints, not journal entries")
+        batch: dict[int, journal_q.StoredEntry] = {}
+        for entry in entries:
+            stored = journal_q.StoredEntry(entry.sequence_id, entry.kind, _entry_json(entry))
+            if batch.setdefault(entry.sequence_id, stored).body != stored.body:
+                raise BadRequest(f"the batch holds sequence ID {entry.sequence_id} twice")
+        async with self.meta.transaction() as conn:
+            count = await journal_q.lock_live(conn, update.id, token_hash(token))
+            if count is None:
+                raise LeaseInvalid("the update's lease has expired or the update has ended")
+            known = await journal_q.bodies(conn, update.id, list(batch))
+            for sequence_id, body in known.items():
+                if batch[sequence_id].body != body:
+                    raise Conflict(
+                        f"journal entry {sequence_id} was stored before with other contents"
+                    )
+            new = [e for e in batch.values() if e.sequence_id not in known]
+            await journal_q.append(conn, update.id, count, new)
+
     async def record_events(self, update: UpdateRecord, events: list[Event]) -> None:
         async with self.meta.transaction() as conn:
             await event_q.insert_many(
@@ -312,6 +372,10 @@ class UpdateService:
                 return
             raise Conflict(f"update '{update.id}' has already ended: {update.status}")
         changes, count = await self._results(update)
+        journaled = None
+        if update.journal_version == 1 and not update.is_preview:
+            journaled = await self.states.materialize(update)
+            count = journaled.resource_count
         async with self.meta.transaction() as conn:
             # Stack row first, then the update's: the order start and cancel lock them in.
             await stack_q.get_by_id(conn, update.stack_id, lock=True)
@@ -322,6 +386,19 @@ class UpdateService:
                 return
             if locked.status != update_q.RUNNING or not locked.lease_live:
                 raise LeaseInvalid("the update's lease has expired or the update has ended")
+            if journaled is not None:
+                if locked.journal_count != journaled.entries:
+                    # A batch landed after the replay read the journal: replay again.
+                    raise TransientStoreError("the journal changed while it was replayed")
+                assert locked.version is not None
+                await checkpoint_q.put(
+                    conn,
+                    locked.stack_id,
+                    locked.version,
+                    locked.id,
+                    journaled.stored,
+                    journaled.resource_count,
+                )
             await update_q.finish(
                 conn, update.id, final, resource_changes=changes, resource_count=count
             )
@@ -344,6 +421,16 @@ class UpdateService:
             counts = json.loads(summary)["summaryEvent"].get("resourceChanges")
             changes = None if counts is None else json.dumps(counts)
         return changes, None if state is None else state.resource_count
+
+
+def _check_checkpointing(update: UpdateRecord) -> None:
+    if update.journal_version == 1:
+        raise BadRequest("this update sends journal entries, not checkpoints")
+
+
+def _entry_json(entry: JournalEntry) -> bytes:
+    """The entry as stored: compact and deterministic, so a retry compares equal."""
+    return json.dumps(entry.body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _check_token(

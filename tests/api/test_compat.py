@@ -61,7 +61,8 @@ async def test_unknown_fields_are_ignored_everywhere(api: Api) -> None:
     response = await api.call("POST", f"/api/stacks/{S}/update", create)
     update_id = (await body_json(response))["updateID"]
     path = f"/api/stacks/{S}/update/{update_id}"
-    response = await api.call("POST", path, {"tags": {"a": "d"}, "journalVersion": 1, **EXTRA})
+    # Without journalVersion: this update sends checkpoints (journaling has its own tests).
+    response = await api.call("POST", path, {"tags": {"a": "d"}, **EXTRA})
     token = (await body_json(response))["token"]
     response = await api.call(
         "POST", f"{path}/renew_lease", {"token": "", "duration": 300, **EXTRA}, lease=token

@@ -57,7 +57,7 @@ async def test_start_update(api: Api, stack: str) -> None:
     body = await body_json(response)
     assert body["version"] == 1
     assert isinstance(body["token"], str) and len(body["token"]) >= 16
-    assert body["journalVersion"] == 0  # checkpoints, not journal entries
+    assert body["journalVersion"] == 1  # the CLI asked, and journaling is on by default
     assert before + 250 <= body["tokenExpiration"] <= time.time() + 301
     view = await api.stack_json(stack)
     assert view["activeUpdate"] == update.id

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from procella.errors import TransientStoreError
+from procella.metadata import migrations
 from procella.metadata.base import MetadataStore, UniqueViolation
 from procella.metadata.postgres import PostgresStore
 from procella.metadata.queries import auth as auth_q
@@ -270,7 +271,10 @@ async def test_replicas_starting_together_migrate_once(store_factory: StoreFacto
     finally:
         for store in stores:
             await store.close()
-    assert sorted(len(names) for names in applied) == [0, 0, 1]
+    # One replica applies every migration; the others find nothing left to do.
+    dialect = "postgres" if isinstance(stores[0], PostgresStore) else "sqlite"
+    everything = [name for name, _ in migrations.load(dialect)]
+    assert sorted(applied, key=len) == [[], [], everything]
 
 
 async def test_cancelled_requests_leave_the_store_usable(meta: MetadataStore) -> None:

@@ -125,6 +125,32 @@ async def put(
     )
 
 
+async def put_new(
+    conn: Connection,
+    stack_id: str,
+    version: int,
+    update_id: str,
+    text: StoredRow,
+    resource_count: int,
+) -> bool:
+    """Insert the checkpoint of one stack version unless it has one; True if inserted."""
+    changed = await conn.execute(
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW_MS) "
+        "ON CONFLICT (stack_id, version) DO NOTHING",
+        (
+            stack_id,
+            version,
+            update_id,
+            text.sha256,
+            text.size,
+            resource_count,
+            text.data,
+            text.blob_key,
+        ),
+    )
+    return changed == 1
+
+
 async def save_step(
     conn: Connection,
     update: UpdateRecord,

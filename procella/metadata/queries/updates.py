@@ -17,7 +17,8 @@ _COLUMNS = (
     "u.id, u.stack_id, u.kind, u.is_preview, u.status, u.version, u.created_by, u.created_at, "
     "u.started_at, u.ended_at, u.lease_hash, u.lease_expires_at, "
     "CASE WHEN u.lease_expires_at > NOW_MS THEN 1 ELSE 0 END, u.checkpoint_seq, "
-    "u.checkpoint_sha, u.program, u.config, u.metadata, u.resource_changes, u.resource_count"
+    "u.checkpoint_sha, u.program, u.config, u.metadata, u.resource_changes, u.resource_count, "
+    "u.journal_version, u.journal_count, u.journal_last_at, u.client_version"
 )
 
 
@@ -46,6 +47,10 @@ def _update(row: Row) -> UpdateRecord:
         metadata=row[17],
         resource_changes=row[18],
         resource_count=opt_int(row[19]),
+        journal_version=int(row[20]),
+        journal_count=int(row[21]),
+        journal_last_at=opt_int(row[22]),
+        client_version=row[23],
     )
 
 
@@ -106,7 +111,14 @@ async def insert_finished(
 
 
 async def start(
-    conn: Connection, update_id: str, version: int | None, lease_hash: str, lease_ms: int
+    conn: Connection,
+    update_id: str,
+    version: int | None,
+    lease_hash: str,
+    lease_ms: int,
+    *,
+    journal_version: int = 0,
+    client_version: str = "",
 ) -> int:
     """Mark a not-started update running with a new lease; returns the lease's expiry.
 
@@ -114,8 +126,18 @@ async def start(
     """
     row = await conn.fetchone(
         "UPDATE updates SET status = ?, version = ?, started_at = NOW_MS, lease_hash = ?, "
-        "lease_expires_at = NOW_MS + ? WHERE id = ? AND status = ? RETURNING lease_expires_at",
-        (RUNNING, version, lease_hash, lease_ms, update_id, NOT_STARTED),
+        "lease_expires_at = NOW_MS + ?, journal_version = ?, client_version = ? "
+        "WHERE id = ? AND status = ? RETURNING lease_expires_at",
+        (
+            RUNNING,
+            version,
+            lease_hash,
+            lease_ms,
+            journal_version,
+            client_version,
+            update_id,
+            NOT_STARTED,
+        ),
     )
     assert row is not None, "caller checked the status under the row lock"
     return int(row[0])

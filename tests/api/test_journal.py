@@ -1,0 +1,286 @@
+"""Journaling (journalVersion 1): entries stored durably and in order, replayed into state.
+
+The entries here are shaped as the CLI sends them (pkg/backend/journal.go); the replay
+rules themselves are unit-tested in tests/unit/test_journal.py against the CLI's own
+replayer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from quart import typing as quart_typing
+
+from procella import create_app
+from procella.settings import Settings
+from procella.workers.gc import run_gc_once
+from tests.helpers import (
+    DEFAULT_ORG,
+    Api,
+    Update,
+    assert_error,
+    assert_ok,
+    body_json,
+    expire_lease,
+    journal_entry,
+    resource_state,
+    untyped,
+)
+
+S = f"{DEFAULT_ORG}/proj/dev"
+BEGIN, SUCCESS, FAILURE, SECRETS = 0, 1, 2, 6
+STACK_URN = "urn:pulumi:dev::proj::pulumi:pulumi:Stack::proj-dev"
+SECRETS_PROVIDER = {"type": "service", "state": {"owner": DEFAULT_ORG, "stack": "dev"}}
+
+
+def stack_state() -> dict[str, Any]:
+    return {"urn": STACK_URN, "custom": False, "type": "pulumi:pulumi:Stack"}
+
+
+def create(sequence: int, operation: int, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The begin and success entries of a create step."""
+    return [
+        journal_entry(
+            BEGIN, sequence, operation, operation={"resource": state, "type": "creating"}
+        ),
+        journal_entry(SUCCESS, sequence + 1, operation, state=state),
+    ]
+
+
+def first_update_entries() -> list[dict[str, Any]]:
+    return [
+        journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER),
+        *create(2, 1, stack_state()),
+        *create(4, 2, resource_state("a")),
+        *create(6, 3, resource_state("b")),
+    ]
+
+
+async def journaled(api: Api, stack: str = S) -> Update:
+    update = await api.new_update(stack)
+    await api.begin(update, {"tags": None, "journalVersion": 1})
+    assert update.start["journalVersion"] == 1
+    return update
+
+
+async def state_of(api: Api, stack: str, version: int | None = None) -> dict[str, Any]:
+    exported: dict[str, Any] = json.loads(await api.export_bytes(stack, version))
+    return exported
+
+
+def urns(state: dict[str, Any]) -> list[str]:
+    return [r["urn"].rsplit("::", 1)[1] for r in state["deployment"].get("resources", [])]
+
+
+@pytest.fixture
+async def stack(api: Api) -> str:
+    await api.new_stack(S)
+    return S
+
+
+async def test_the_reply_says_1_only_when_the_cli_asks(api: Api, stack: str) -> None:
+    update = await api.new_update(stack)
+    body = await body_json(await api.start_update(update, {"tags": None}))
+    assert body["journalVersion"] == 0
+    # v3.276.0 asks for 2 (state-migration entries); 1 is the version Procella speaks.
+    preview = await api.new_update(stack, dry_run=True)
+    body = await body_json(await api.start_update(preview, {"journalVersion": 2}))
+    assert body["journalVersion"] == 1
+
+
+async def test_with_journaling_off_the_reply_is_0(settings: Settings) -> None:
+    async with create_app(settings.replace(journaling=False)).test_app() as app:
+        api = Api(app.test_client())
+        await api.new_stack(S)
+        update = await api.new_update(S)
+        body = await body_json(await api.start_update(update, {"journalVersion": 1}))
+        assert body["journalVersion"] == 0
+
+
+async def test_a_journaled_update_becomes_the_stack_state(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    await assert_ok(await api.journal(update, first_update_entries()), 204)
+    # During the update, the export replays what arrived so far.
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+    await assert_ok(await api.complete(update), 204)
+    state = await state_of(api, stack)
+    assert urns(state) == ["proj-dev", "a", "b"]
+    assert state["deployment"]["secrets_providers"] == SECRETS_PROVIDER
+    assert state["deployment"].get("pending_operations") is None
+    history = await api.history(stack)
+    assert history[0]["resourceCount"] == 3
+    listed = await api.list_all_stacks()
+    assert [s["resourceCount"] for s in listed if s["stackName"] == "dev"] == [3]
+
+
+async def test_the_next_update_replays_onto_the_previous_state(api: Api, stack: str) -> None:
+    first = await journaled(api)
+    await assert_ok(await api.journal(first, first_update_entries()), 204)
+    await assert_ok(await api.complete(first), 204)
+    second = await journaled(api)
+    changed = resource_state("a", outputs={"name": "a", "size": 2})
+    entries = [
+        journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER),
+        journal_entry(SUCCESS, 2, 1, state=stack_state(), removeOld=0),
+        journal_entry(BEGIN, 3, 2, operation={"resource": changed, "type": "updating"}),
+        journal_entry(SUCCESS, 4, 2, state=changed, removeOld=1),
+        journal_entry(BEGIN, 5, 3, operation={"resource": resource_state("b"), "type": "deleting"}),
+        journal_entry(SUCCESS, 6, 3, removeOld=2),
+    ]
+    # Two batches, as the CLI sends them one after the other.
+    await assert_ok(await api.journal(second, entries[:3]), 204)
+    await assert_ok(await api.journal(second, entries[3:]), 204)
+    await assert_ok(await api.complete(second), 204)
+    state = await state_of(api, stack)
+    assert urns(state) == ["proj-dev", "a"]
+    assert state["deployment"]["resources"][1]["outputs"] == {"name": "a", "size": 2}
+    # Each version keeps its own state.
+    assert urns(await state_of(api, stack, first.version)) == ["proj-dev", "a", "b"]
+
+
+async def test_unfinished_operations_are_pending_in_the_export(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    entries = [
+        journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER),
+        *create(2, 1, stack_state()),
+        journal_entry(
+            BEGIN, 4, 2, operation={"resource": resource_state("slow"), "type": "creating"}
+        ),
+    ]
+    await assert_ok(await api.journal(update, entries), 204)
+    state = await state_of(api, stack)
+    assert state["deployment"]["pending_operations"] == [
+        {"resource": resource_state("slow"), "type": "creating"}
+    ]
+    # The CLI dies; `pulumi cancel` ends the update and its state is kept as it was.
+    await assert_ok(await api.cancel(update), 204)
+    after = await state_of(api, stack)
+    assert after["deployment"]["pending_operations"] == state["deployment"]["pending_operations"]
+    assert urns(after) == ["proj-dev"]
+
+
+async def test_a_retried_batch_changes_nothing(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    entries = first_update_entries()
+    await assert_ok(await api.journal(update, entries[:3]), 204)
+    await assert_ok(await api.journal(update, entries[:3]), 204)
+    await assert_ok(await api.journal(update, entries[3:]), 204)
+    await assert_ok(await api.complete(update), 204)
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+
+
+async def test_an_entry_resent_with_other_contents_is_refused_whole(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    entries = first_update_entries()
+    await assert_ok(await api.journal(update, entries[:3]), 204)
+    changed = json.loads(json.dumps(entries[2]))
+    changed["state"]["outputs"] = {"name": "other"}
+    message = await assert_error(await api.journal(update, [entries[3], changed]), 409)
+    assert "3" in message
+    # Nothing of the refused batch was stored: entry 4 is new again.
+    await assert_ok(await api.journal(update, entries[3:]), 204)
+    await assert_ok(await api.complete(update), 204)
+    state = await state_of(api, stack)
+    assert state["deployment"]["resources"][0]["urn"] == STACK_URN
+
+
+async def test_a_batch_too_large_is_413_and_stores_nothing(settings: Settings) -> None:
+    async with create_app(settings.replace(journal_batch_max_bytes=2048)).test_app() as app:
+        api = Api(app.test_client())
+        await api.new_stack(S)
+        update = await journaled(api)
+        big = resource_state("big", outputs={"blob": "x" * 4096})
+        await assert_error(await api.journal(update, create(1, 1, big)), 413)
+        await assert_ok(await api.journal(update, create(1, 1, resource_state("small"))), 204)
+        await assert_ok(await api.complete(update), 204)
+        assert urns(await state_of(api, S)) == ["small"]
+
+
+async def test_entries_after_complete_are_refused(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    await assert_ok(await api.journal(update, first_update_entries()), 204)
+    await assert_ok(await api.complete(update), 204)
+    await assert_error(await api.journal(update, create(10, 10, resource_state("late"))), 403)
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+
+
+async def test_modes_do_not_mix(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    await assert_error(await api.checkpoint(update, untyped(2)), 400)
+    plain = await api.new_update(stack, "refresh")
+    other = await api.new_stack(f"{DEFAULT_ORG}/proj/other")
+    assert other
+    await api.cancel(update)
+    await api.begin(plain)
+    assert plain.start["journalVersion"] == 0
+    await assert_error(await api.journal(plain, first_update_entries()), 400)
+    preview = await api.new_update(stack, dry_run=True)
+    await api.begin(preview, {"journalVersion": 1})
+    await assert_error(await api.journal(preview, first_update_entries()), 400)
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"version": 2, "kind": 0, "sequenceID": 1, "operationID": 1}, "version"),
+        ({"version": 1, "kind": 12, "sequenceID": 1, "operationID": 1}, "kind"),
+        ({"version": 1, "kind": 0, "sequenceID": "1", "operationID": 1}, "sequenceID"),
+        ({"version": 1, "kind": 1, "sequenceID": 1, "operationID": 1, "state": []}, "state"),
+        ({"version": 1, "kind": 6, "sequenceID": 1, "operationID": 0}, "secretsProvider"),
+        ({"version": 1, "kind": 5, "sequenceID": 1, "operationID": 0}, "newSnapshot"),
+        (
+            {"version": 1, "kind": 1, "sequenceID": 1, "operationID": 1, "removeOld": -1},
+            "removeOld",
+        ),
+        ("entry", "journal entry 0"),
+    ],
+)
+async def test_bad_entries_are_400_and_store_nothing(
+    api: Api, stack: str, entry: Any, words: str
+) -> None:
+    update = await journaled(api)
+    good = journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER)
+    message = await assert_error(await api.journal(update, [entry, good]), 400)
+    assert words in message
+    await assert_ok(await api.complete(update), 204)
+    # The good entry of the refused batch was not stored either.
+    assert "secrets_providers" not in (await state_of(api, stack))["deployment"]
+
+
+async def test_an_abandoned_journal_is_kept_and_stored_by_the_gc(
+    api: Api, stack: str, app: quart_typing.TestAppProtocol, settings: Settings
+) -> None:
+    update = await journaled(api)
+    await assert_ok(await api.journal(update, first_update_entries()), 204)
+    await expire_lease(app, update.id)
+    # The next update takes over the stack and its base is the abandoned update's state.
+    nxt = await journaled(api)
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+    await assert_ok(await api.complete(nxt), 204)
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+    meta = app.app.extensions["procella"].meta
+    blobs = app.app.extensions["procella"].blobs
+    report = await run_gc_once(meta, blobs, settings)
+    assert report.pruned_journal_entries == len(first_update_entries())
+    assert urns(await state_of(api, stack, update.version)) == ["proj-dev", "a", "b"]
+    async with meta.read() as conn:
+        left = await conn.fetchone("SELECT COUNT(*) FROM journal_entries")
+    assert left is not None and left[0] == 0
+
+
+async def test_the_gc_stores_an_expired_journal_before_anyone_reads_it(
+    api: Api, stack: str, app: quart_typing.TestAppProtocol, settings: Settings
+) -> None:
+    update = await journaled(api)
+    await assert_ok(await api.journal(update, first_update_entries()), 204)
+    await expire_lease(app, update.id)
+    meta = app.app.extensions["procella"].meta
+    blobs = app.app.extensions["procella"].blobs
+    report = await run_gc_once(meta, blobs, settings.replace(gc_lease_grace_seconds=0))
+    assert report.stored_journals == 1
+    assert report.pruned_journal_entries == len(first_update_entries())
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+    stack_body = await api.stack_json(stack)
+    assert "activeUpdate" not in stack_body or not stack_body["activeUpdate"]
