@@ -9,12 +9,23 @@ Stack config picks what exists:
   resource and a secret stack output.
 * ``slow``: ``fast``, then ``slow``, whose create writes ``<wait_file>.started`` and then waits
   until ``wait_file`` exists (``wait_file`` empty: no wait). Tests use it to hold an update open.
-* ``bulk``: ``count`` independent resources (the benchmark).
+* ``bulk``: ``count`` independent resources (the benchmark); each carries ``payload_bytes``
+  (default 0) of filler in its state, and ``generation`` 2 changes the first ``changed``
+  (default 10) of them.
+* ``plain_provider`` (bool, bulk only): serialize the dynamic provider in the clear. By
+  default the SDK makes it a secret, so a CLI without journaling re-encrypts every provider
+  at every checkpoint (``batch-encrypt``): slow and memory-hungry on every backend.
 * ``secret`` (optional, secret config): exported as the secret output ``config_secret``.
+
+Two traps of the SDK's ``pulumi.dynamic`` (3.259-3.272, Python < 3.14) are worked around here,
+not in the server: ``serialize_provider`` wraps pickle's ``_Pickler._batch_setitems`` once more
+for every resource and never restores it, so a program dies with ``RecursionError`` after
+about 233 dynamic resources; ``Thing`` puts the original back after each resource.
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pulumi
@@ -59,6 +70,16 @@ class ThingProvider(ResourceProvider):
         return None
 
 
+class PlainThingProvider(ThingProvider):
+    """The same provider, stored in the state as plain text rather than as a secret."""
+
+    serialize_as_secret_always = False
+
+
+# What serialize_provider wraps (and leaves wrapped) on every dynamic resource.
+_BATCH_SETITEMS = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
+
+
 def _outputs(props: dict[str, Any]) -> dict[str, Any]:
     outs = {key: value for key, value in props.items() if not key.startswith("__")}
     outs["digest"] = f"{props.get('value', '')}/{props.get('replace_key', '')}"
@@ -91,6 +112,9 @@ class Thing(Resource):
         replace_key: str = "k1",
         wait_file: str = "",
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        payload: str = "",
+        plain: bool = False,
     ) -> None:
         props = {
             "value": value,
@@ -98,7 +122,11 @@ class Thing(Resource):
             "wait_file": wait_file,
             "digest": None,
         }
-        super().__init__(ThingProvider(), name, props, opts)
+        if payload:
+            props["payload"] = payload
+        provider = PlainThingProvider() if plain else ThingProvider()
+        super().__init__(provider, name, props, opts)
+        pickle._Pickler._batch_setitems = _BATCH_SETITEMS  # type: ignore[attr-defined]
 
 
 class Group(pulumi.ComponentResource):
@@ -142,8 +170,14 @@ def slow(config: pulumi.Config) -> None:
 
 def bulk(config: pulumi.Config) -> None:
     count = config.get_int("count") or 100
+    payload = "x" * (config.get_int("payload_bytes") or 0)
+    generation = config.get_int("generation") or 1
+    changed = config.get_int("changed")
+    changed = 10 if changed is None else changed
+    plain = config.get_bool("plain_provider") or False
     for index in range(count):
-        Thing(f"item-{index}", f"v{index}")
+        value = f"v{index}" if generation == 1 or index >= changed else f"v{index}-g{generation}"
+        Thing(f"item-{index}", value, payload=payload, plain=plain)
     pulumi.export("count", count)
 
 
