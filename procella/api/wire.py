@@ -88,7 +88,7 @@ def update_info(update: UpdateRecord) -> dict[str, Any]:
     }
     if update.resource_changes:
         out["resourceChanges"] = json.loads(update.resource_changes)
-    if update.resource_count is not None:
+    if update.resource_count is not None and update.resource_count >= 0:  # -1: none counted
         out["resourceCount"] = update.resource_count
     return out
 

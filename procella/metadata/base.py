@@ -158,26 +158,36 @@ class UpdateRecord:
     metadata: str
     resource_changes: str | None
     resource_count: int | None
+    checkpoint_chain: int = 0  # chain_bytes of the update's latest checkpoint step
     journal_version: int = 0  # 1: the CLI sends journal entries instead of checkpoints
     journal_count: int = 0  # journal entries stored so far
     journal_last_at: int | None = None  # when the last journal batch was stored
     client_version: str = ""  # the CLI's version, from the start request's User-Agent
 
     @property
-    def journal_frozen(self) -> bool:
-        """No journal entry can be added any more: the update ended or its lease expired
-        (an expired lease is never renewed), so replaying it always gives the same state."""
+    def frozen(self) -> bool:
+        """No checkpoint or journal entry can be added any more: the update ended or its
+        lease expired (an expired lease is never renewed), so its state is final."""
         return self.status not in ("not-started", "running") or not self.lease_live
 
 
 @dataclass(frozen=True)
 class CheckpointRecord:
+    """The state of one stack version after its step ``seq`` (``sha256`` and ``size`` are
+    that text's). The text is a full text (``data`` inline, or the blob ``blob_key``) taken
+    at step ``full_seq``, or else the text of version ``base_version``; then the version's
+    deltas after that step, up to ``seq``, apply on top."""
+
     stack_id: str
     version: int
     update_id: str | None
     sha256: str
     size: int
     resource_count: int
-    data: bytes | None  # inline text, or None when it lives in the blob store
-    blob_key: str | None
+    data: bytes | None  # inline full text, or None
+    blob_key: str | None  # full text in the blob store, or None
     created_at: int
+    seq: int = 0
+    full_seq: int = 0
+    base_version: int | None = None
+    chain_bytes: int = 0  # delta bytes between the nearest full text and this state

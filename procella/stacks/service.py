@@ -184,7 +184,7 @@ class StackService:
             latest = await checkpoint_q.latest(conn, stack.id)
         stored: StoredText | None = None
         if latest is not None:
-            text = await self.texts.load(latest)
+            text = await self.states.load(latest)
             renamed = await asyncio.to_thread(_renamed_state, text, ref, new_ref)
             stored = await self.texts.store(stack.id, renamed)
         async with self.meta.transaction() as conn:

@@ -24,7 +24,7 @@ from procella.errors import (
     TransientStoreError,
     UpdateConflict,
 )
-from procella.metadata.base import Connection, MetadataStore, UniqueViolation, UpdateRecord
+from procella.metadata.base import MetadataStore, UniqueViolation, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import events as event_q
 from procella.metadata.queries import journal as journal_q
@@ -36,6 +36,7 @@ from procella.updates import checkpoints as cp
 from procella.updates.journal import JournalEntry
 from procella.updates.models import COMPLETE_STATUSES
 from procella.updates.states import States
+from procella.updates.steps import StepWriter
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class UpdateService:
         self.meta = meta
         self.stacks = stacks
         self.states = states
-        self.texts = states.texts
+        self.steps = StepWriter(meta, states)
         self.lease_max_seconds = lease_max_seconds
         self.journaling = journaling
 
@@ -216,7 +217,9 @@ class UpdateService:
         """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent)."""
         _check_checkpointing(update)
         digest = cp.sha256_hex(state.text)
-        await self._store(update, token, state, digest, None, update.checkpoint_seq + 1)
+        if digest == update.checkpoint_sha:
+            return  # a retry, or a step that changed nothing
+        await self.steps.store(update, token, state.text, digest)
 
     async def save_verbatim(
         self, update: UpdateRecord, token: str, sequence: int, state: cp.State
@@ -226,7 +229,7 @@ class UpdateService:
         digest = cp.sha256_hex(state.text)
         if self._already_saved(update, sequence, digest):
             return
-        await self._store(update, token, state, digest, sequence - 1, sequence)
+        await self.steps.store(update, token, state.text, digest)
 
     async def save_delta(
         self,
@@ -238,34 +241,21 @@ class UpdateService:
     ) -> None:
         """``PATCH checkpointdelta``: edits to this update's previous text, and its hash.
 
-        Any failure here is safe: the CLI then resends the same step verbatim.
+        The hash proves the text is what the client meant; the text is parsed only when the
+        update completes (``StepWriter.finish``). Any failure here is safe: the CLI then
+        resends the same step verbatim.
         """
         _check_checkpointing(update)
         if self._already_saved(update, sequence, digest):
             return
         if update.checkpoint_seq == 0 or update.checkpoint_sha is None:
             raise BadRequest("no previous checkpoint in this update to apply a delta to")
-        prev = await self._previous_text(update)
+        prev = await self.steps.previous_text(update)
         text = await asyncio.to_thread(cp.apply_text_edits, prev, edits)
         actual = await asyncio.to_thread(cp.sha256_hex, text)
         if actual != digest:
             raise BadRequest(f"checkpoint hash mismatch: expected {digest}, got {actual}")
-        # The hash proves the text is what the client meant, not that it is a deployment.
-        state = await asyncio.to_thread(cp.parse_state, text)
-        await self._store(update, token, state, digest, sequence - 1, sequence)
-
-    async def _previous_text(self, update: UpdateRecord) -> bytes:
-        """The text of the update's last saved step, whose hash the update row holds: from
-        the cache (keyed by that hash) when this replica has it, else from the stores."""
-        assert update.checkpoint_sha is not None and update.version is not None
-        cached = self.texts.cache.get(update.checkpoint_sha)
-        if cached is not None:
-            return cached
-        async with self.meta.read() as conn:
-            base = await checkpoint_q.get(conn, update.stack_id, update.version)
-        if base is None or base.sha256 != update.checkpoint_sha:
-            raise Conflict("the previous checkpoint changed; send it whole")
-        return await self.texts.load(base)
+        await self.steps.store(update, token, text, digest, edits)
 
     @staticmethod
     def _already_saved(update: UpdateRecord, sequence: int, digest: str) -> bool:
@@ -280,48 +270,6 @@ class UpdateService:
                 f"the next one is {update.checkpoint_seq + 1}"
             )
         return False
-
-    async def _store(
-        self,
-        update: UpdateRecord,
-        token: str,
-        state: cp.State,
-        digest: str,
-        expected_seq: int | None,
-        new_seq: int,
-    ) -> None:
-        if update.is_preview:
-            raise BadRequest("a preview has no checkpoints")
-        assert update.version is not None
-        stored = await self.texts.store(update.stack_id, state.text, digest)
-        async with self.meta.single_write() as conn:
-            saved = await checkpoint_q.save_step(
-                conn,
-                update,
-                token_hash(token),
-                expected_seq,
-                new_seq,
-                stored,
-                state.resource_count,
-            )
-            if not saved:
-                await self._explain_lost_race(conn, update.id, new_seq, digest)
-
-    @staticmethod
-    async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest: str) -> None:
-        """After a failed compare-and-set: succeed if a concurrent retry stored the same
-        step, else say why the write was refused."""
-        now = await update_q.get(conn, update_id)
-        if now is None:  # its stack was deleted meanwhile
-            raise NotFound(f"update '{update_id}' not found")
-        if now.status != update_q.RUNNING or not now.lease_live:
-            raise LeaseInvalid("the update's lease has expired or the update has ended")
-        if now.checkpoint_seq == seq and now.checkpoint_sha == digest:
-            return
-        raise Conflict(
-            f"checkpoint {seq} lost a race with another write; the next one is "
-            f"{now.checkpoint_seq + 1}"
-        )
 
     async def save_journal(
         self, update: UpdateRecord, token: str, entries: list[JournalEntry]
@@ -372,10 +320,13 @@ class UpdateService:
                 return
             raise Conflict(f"update '{update.id}' has already ended: {update.status}")
         changes, count = await self._results(update)
-        journaled = None
+        journaled = recounted = None
         if update.journal_version == 1 and not update.is_preview:
             journaled = await self.states.materialize(update)
             count = journaled.resource_count
+        elif not update.is_preview:
+            recounted = (await self.steps.finish(update)).resource_count
+            count = count if recounted is None else recounted
         async with self.meta.transaction() as conn:
             # Stack row first, then the update's: the order start and cancel lock them in.
             await stack_q.get_by_id(conn, update.stack_id, lock=True)
@@ -390,14 +341,11 @@ class UpdateService:
                 if locked.journal_count != journaled.entries:
                     # A batch landed after the replay read the journal: replay again.
                     raise TransientStoreError("the journal changed while it was replayed")
+                await journaled.save(conn, locked)
+            elif recounted is not None:
                 assert locked.version is not None
-                await checkpoint_q.put(
-                    conn,
-                    locked.stack_id,
-                    locked.version,
-                    locked.id,
-                    journaled.stored,
-                    journaled.resource_count,
+                await checkpoint_q.set_resource_count(
+                    conn, locked.stack_id, locked.version, recounted
                 )
             await update_q.finish(
                 conn, update.id, final, resource_changes=changes, resource_count=count
@@ -424,6 +372,8 @@ class UpdateService:
 
 
 def _check_checkpointing(update: UpdateRecord) -> None:
+    if update.is_preview:
+        raise BadRequest("a preview has no checkpoints")
     if update.journal_version == 1:
         raise BadRequest("this update sends journal entries, not checkpoints")
 

@@ -1,6 +1,8 @@
 """A stack's state at any version, whether its updates sent checkpoints or journal entries.
 
-A checkpointing update leaves a checkpoint row per stack version. A journaling update
+A checkpointing update leaves a checkpoint row per stack version, whose text is a full
+text or a chain of deltas from another version's (``CheckpointRecord``); ``load`` rebuilds
+it. A journaling update
 leaves entries, and its state is its base (the state of the version before it) with the
 entries replayed as the CLI replays them (``procella.updates.journal``). That state is
 *materialised* — stored once as the version's checkpoint row — when the update completes,
@@ -21,16 +23,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from procella.errors import Conflict
-from procella.metadata.base import MetadataStore, UpdateRecord
+from procella.blobs.base import BlobNotFound
+from procella.errors import BadRequest, Conflict, NotFound
+from procella.metadata.base import CheckpointRecord, Connection, MetadataStore, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import updates as update_q
 from procella.updates import checkpoints as cp
-from procella.updates import journal
+from procella.updates import deltas, journal
 from procella.updates.texts import CheckpointTexts, StoredText
 
 log = logging.getLogger(__name__)
+
+
+_READ_ATTEMPTS = 3
+# A journal's state is stored as a delta unless the chain behind it is longer than this or
+# half the text.
+MIN_DELTA_CHAIN = 64 * 1024
+
+
+class _Moved(Exception):
+    """A row's text changed while it was read: read the row again."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +54,25 @@ class StateText:
 
 @dataclass(frozen=True)
 class Materialized:
-    """A journaling update's state, stored in the text stores, ready for its row."""
+    """A journaling update's state, ready for its checkpoint row: a full text stored in the
+    text stores, or a delta from the base version's text."""
 
-    stored: StoredText
+    stored: StoredText | None
+    delta: checkpoint_q.Step | None
     resource_count: int
     entries: int  # how many journal entries it replays
+
+    async def save(self, conn: Connection, update: UpdateRecord) -> None:
+        assert update.version is not None
+        if self.delta is not None:
+            await checkpoint_q.put_delta(
+                conn, update.stack_id, update.version, update.id, self.delta
+            )
+        else:
+            assert self.stored is not None
+            await checkpoint_q.put(
+                conn, update.stack_id, update.version, update.id, self.stored, self.resource_count
+            )
 
 
 class States:
@@ -55,6 +82,14 @@ class States:
 
     async def text(self, stack_id: str, at_most: int | None = None) -> StateText:
         """The stack's current state (or as of version ``at_most``)."""
+        _, state, _ = await self._state_at(stack_id, at_most)
+        return state
+
+    async def _state_at(
+        self, stack_id: str, at_most: int | None
+    ) -> tuple[CheckpointRecord | None, StateText, bool]:
+        """The state, the newest checkpoint row it starts from, and whether journals not
+        stored yet were replayed on top of that row."""
         async with self.meta.read() as conn:
             row = await checkpoint_q.latest(conn, stack_id, at_most=at_most)
             after = -1 if row is None else row.version
@@ -62,14 +97,63 @@ class States:
         if row is None:
             state = StateText(cp.EMPTY_DEPLOYMENT, 0)
         else:
-            state = StateText(await self.texts.load(row), row.resource_count)
+            state = StateText(await self.load(row), row.resource_count)
         for update_id in pending:
             async with self.meta.read() as conn:
                 update = await update_q.get(conn, update_id)
                 bodies = await journal_q.entries(conn, update_id)
             if update is not None:
                 state = await asyncio.to_thread(_replay, state.text, bodies, update)
-        return state
+        return row, state, bool(pending)
+
+    async def load(self, record: CheckpointRecord) -> bytes:
+        """The text of a checkpoint row: its full text or its base's, with its deltas.
+
+        Reads are optimistic: an update may compact the row meanwhile (a new full text,
+        its deltas and the superseded blob deleted), so a read that finds a piece missing
+        reads the row again.
+        """
+        for _ in range(_READ_ATTEMPTS - 1):
+            try:
+                return await self._load_once(record)
+            except _Moved:
+                async with self.meta.read() as conn:
+                    again = await checkpoint_q.get(conn, record.stack_id, record.version)
+                if again is None:
+                    raise NotFound(f"the state of version {record.version} is gone") from None
+                record = again
+        return await self._load_once(record)
+
+    async def _load_once(self, record: CheckpointRecord) -> bytes:
+        cached = self.texts.cache.get(record.sha256)
+        if cached is not None:
+            return cached
+        if record.base_version is None:
+            try:
+                base = await self.texts.load_full(record)
+            except BlobNotFound:
+                raise _Moved() from None
+        else:
+            async with self.meta.read() as conn:
+                base_row = await checkpoint_q.get(conn, record.stack_id, record.base_version)
+            if base_row is None:
+                raise RuntimeError(f"checkpoint {record.version} lost its base version")
+            base = await self.load(base_row)
+        after = record.full_seq if record.base_version is None else 0
+        text = base
+        if record.seq > after:
+            async with self.meta.read() as conn:
+                stored = await checkpoint_q.deltas(
+                    conn, record.stack_id, record.version, after, record.seq
+                )
+            if len(stored) != record.seq - after:
+                raise _Moved()
+            chain = [deltas.decode(d) for d in stored]
+            text = await asyncio.to_thread(deltas.apply_chain, base, chain)
+        if await asyncio.to_thread(cp.sha256_hex, text) != record.sha256:
+            raise _Moved()
+        self.texts.cache.put(record.sha256, text)
+        return text
 
     async def resource_count(self, stack_id: str) -> int:
         """Resources in the stack's current state; reads no text unless a journal is open."""
@@ -82,48 +166,81 @@ class States:
         return (await self.text(stack_id)).resource_count
 
     async def materialize(self, update: UpdateRecord) -> Materialized:
-        """Replay the update's journal onto its base state and store the resulting text."""
+        """Replay the update's journal onto its base state; store the result as its delta
+        from the base's checkpoint row, or whole when there is no such row (or the chain
+        of deltas behind it is long already)."""
         assert update.version is not None, "only started, non-preview updates have a journal"
-        base = await self.text(update.stack_id, at_most=update.version - 1)
+        row, base, overlaid = await self._state_at(update.stack_id, update.version - 1)
         async with self.meta.read() as conn:
             bodies = await journal_q.entries(conn, update.id)
         state = await asyncio.to_thread(_replay, base.text, bodies, update)
-        stored = await self.texts.store(update.stack_id, state.text)
-        return Materialized(stored, state.resource_count, len(bodies))
+        digest = cp.sha256_hex(state.text)
+        if row is not None and not overlaid:
+            edits = deltas.encode(await asyncio.to_thread(deltas.diff, base.text, state.text))
+            chain = row.chain_bytes + len(edits)
+            if chain <= max(len(state.text) // 2, MIN_DELTA_CHAIN):
+                self.texts.cache.put(digest, state.text)
+                step = checkpoint_q.Step(
+                    1, digest, len(state.text), chain, state.resource_count, edits, row.version
+                )
+                return Materialized(None, step, state.resource_count, len(bodies))
+        stored = await self.texts.store(update.stack_id, state.text, digest)
+        return Materialized(stored, None, state.resource_count, len(bodies))
 
     async def settle(self, update: UpdateRecord) -> None:
-        """Store a frozen journal's state unless it is stored already."""
-        if update.journal_version != 1 or update.is_preview or update.version is None:
+        """Make a frozen update's checkpoint row say what its final state is: store a
+        journal's state unless it is stored, recount a checkpointing update's resources
+        (steps do not count them, ``complete`` does; a cancelled update never completes)."""
+        if update.is_preview or update.version is None or not update.frozen:
             return
-        if not update.journal_frozen:
-            return
-        done = await self.materialize(update)
+        if update.resource_count is not None:
+            return  # settled already (complete, or an earlier settle)
+        async with self.meta.read() as conn:
+            row = await checkpoint_q.get(conn, update.stack_id, update.version)
+        count = None
+        if update.journal_version == 1 and row is None:
+            done = await self.materialize(update)
+            async with self.meta.transaction() as conn:
+                if await checkpoint_q.get(conn, update.stack_id, update.version) is None:
+                    await done.save(conn, update)
+            count = done.resource_count
+        elif row is not None:
+            count = await asyncio.to_thread(_count_resources, await self.load(row))
         async with self.meta.transaction() as conn:
-            await checkpoint_q.put_new(
-                conn, update.stack_id, update.version, update.id, done.stored, done.resource_count
-            )
+            if count is not None and row is not None and update.journal_version != 1:
+                await checkpoint_q.set_resource_count(conn, row.stack_id, row.version, count)
+            await update_q.set_resource_count(conn, update.id, count)
 
     async def settle_stack(self, stack_id: str) -> None:
-        """Store the state of every frozen journal of the stack that is not stored yet, so
-        that its checkpoint rows alone say what its current state is."""
+        """Settle every frozen update of the stack that is not settled yet, so that its
+        checkpoint rows alone say what its current state is."""
         async with self.meta.read() as conn:
-            pending = await journal_q.unmaterialized(conn, stack_id, -1, None)
+            pending = await update_q.unsettled(conn, stack_id, None)
         for update_id in pending:
-            async with self.meta.read() as conn:
-                update = await update_q.get(conn, update_id)
-            if update is not None:
-                await self.settle(update)
+            await self._settle_id(update_id)
 
     async def settle_by_id(self, update_id: str) -> None:
-        """``settle``, best effort: on failure the state is still replayed by readers, and
-        the garbage collector stores it later."""
+        """``settle``, best effort: on failure readers still replay a journal, and the
+        garbage collector settles the update later."""
         try:
-            async with self.meta.read() as conn:
-                update = await update_q.get(conn, update_id)
-            if update is not None:
-                await self.settle(update)
+            await self._settle_id(update_id)
         except Exception:
-            log.warning("storing the state of update %s failed; the GC retries", update_id)
+            log.warning("settling update %s failed; the GC retries", update_id)
+
+    async def _settle_id(self, update_id: str) -> None:
+        async with self.meta.read() as conn:
+            update = await update_q.get(conn, update_id)
+        if update is not None:
+            await self.settle(update)
+
+
+def _count_resources(text: bytes) -> int | None:
+    """The resources of a stored text; None if it is not a deployment (a client hashed a
+    broken text and then died before `complete` could refuse it)."""
+    try:
+        return cp.state_of(text, json.loads(text)).resource_count
+    except (ValueError, RecursionError, BadRequest):
+        return None
 
 
 def _replay(base_text: bytes, bodies: list[bytes], update: UpdateRecord) -> StateText:

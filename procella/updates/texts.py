@@ -8,13 +8,16 @@ about to point a row at. The blob is always written before that row.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 
-from procella.blobs.base import BlobNotFound, BlobStore
+from procella.blobs.base import BlobStore
 from procella.metadata.base import CheckpointRecord
 from procella.updates.cache import CheckpointCache
 from procella.updates.checkpoints import sha256_hex
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,19 +46,18 @@ class CheckpointTexts:
         await self.blobs.put(key, text)
         return StoredText(digest, len(text), None, key)
 
-    async def load(self, record: CheckpointRecord) -> bytes:
-        cached = self.cache.get(record.sha256)
-        if cached is not None:
-            return cached
+    async def load_full(self, record: CheckpointRecord) -> bytes:
+        """The full text a row holds (inline or in the blob store). Raises BlobNotFound
+        when the blob is gone: a compaction may have superseded it since the row was read.
+        """
         if record.data is not None:
-            text = record.data
-        else:
-            assert record.blob_key is not None
-            try:
-                text = await self.blobs.get(record.blob_key)
-            except BlobNotFound:
-                raise RuntimeError(
-                    f"checkpoint blob {record.blob_key} is missing from the blob store"
-                ) from None
-        self.cache.put(record.sha256, text)
-        return text
+            return record.data
+        assert record.blob_key is not None, "a row without a full text has a base version"
+        return await self.blobs.get(record.blob_key)
+
+    async def delete(self, blob_key: str) -> None:
+        """Delete a superseded full text now; if this fails, the GC deletes it later."""
+        try:
+            await self.blobs.delete(blob_key)
+        except Exception:
+            log.warning("deleting superseded checkpoint blob %s failed; the GC will", blob_key)

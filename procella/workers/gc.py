@@ -1,8 +1,9 @@
 """Garbage collection: one cycle is a testable function; the loop lives in the supervisor.
 
 A cycle cancels updates whose lease expired (after a grace period), expires updates
-created but never started, stores the state of journals that ended without it (their CLI
-died) and deletes the entries of journals whose state is stored, deletes engine events
+created but never started, settles updates that ended without completing (stores a
+journal's state, counts the resources) and deletes the entries of journals whose state is
+stored, deletes engine events
 past their retention, and deletes checkpoint blobs that no row references once they are
 older than a grace period (a blob is written before its row, so a younger one may belong
 to a write in flight).
@@ -37,7 +38,7 @@ class GcReport:
     expired_leases: int = 0
     expired_unstarted: int = 0
     pruned_events: int = 0
-    stored_journals: int = 0
+    settled_updates: int = 0
     pruned_journal_entries: int = 0
     deleted_blobs: int = 0
 
@@ -53,11 +54,11 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
         async with meta.transaction() as conn:
             pruned = await gc_q.prune_events(conn, int(settings.event_retention_days * _DAY_MS))
     texts = CheckpointTexts(blobs, settings.checkpoint_inline_max_bytes, CheckpointCache(0))
-    journals = await store_frozen_journals(meta, States(meta, texts))
+    settled = await settle_frozen_updates(meta, States(meta, texts))
     async with meta.transaction() as conn:
         pruned_entries = await journal_q.prune_materialized(conn)
     deleted = await collect_blobs(meta, blobs, settings.gc_blob_grace_seconds)
-    report = GcReport(leases, unstarted, pruned, journals, pruned_entries, deleted)
+    report = GcReport(leases, unstarted, pruned, settled, pruned_entries, deleted)
     if report != GcReport():
         log.info("gc: %s", report)
     return report
@@ -74,19 +75,14 @@ async def cancel_expired_leases(meta: MetadataStore, grace_ms: int) -> int:
     return cancelled
 
 
-async def store_frozen_journals(meta: MetadataStore, states: States) -> int:
-    """Store the state of journaling updates that ended (or whose lease expired) without
-    it, oldest first within each stack, since a journal replays onto the one before."""
+async def settle_frozen_updates(meta: MetadataStore, states: States) -> int:
+    """Settle updates that ended (or whose lease expired) without completing: store the
+    state of their journal, count their resources (``States.settle``)."""
     async with meta.read() as conn:
-        frozen = await journal_q.frozen_unmaterialized(conn, _BATCH)
-    stored = 0
-    for update_id, _ in frozen:
-        async with meta.read() as conn:
-            update = await update_q.get(conn, update_id)
-        if update is not None and update.journal_frozen:
-            await states.settle(update)
-            stored += 1
-    return stored
+        pending = await update_q.unsettled(conn, None, _BATCH)
+    for update_id in pending:
+        await states.settle_by_id(update_id)
+    return len(pending)
 
 
 async def collect_blobs(meta: MetadataStore, blobs: BlobStore, grace_seconds: float) -> int:

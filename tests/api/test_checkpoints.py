@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
@@ -319,18 +320,25 @@ async def test_delta_without_a_base_in_this_update(api: Api, update: Update) -> 
     await assert_ok(await api.verbatim(nxt, two, 1), 204)
 
 
-async def test_delta_that_does_not_produce_json_is_refused(api: Api, update: Update) -> None:
-    """A delta whose result (with a matching hash) is not a deployment must not become
-    the stack's state: the export would break every CLI reading it."""
+async def test_an_update_that_ends_on_a_text_not_json_cannot_complete(
+    api: Api, update: Update
+) -> None:
+    """A step's text is hash-checked, not parsed (parsing a large state at every step was
+    most of the server's work); the final text is parsed once, at complete, which refuses
+    to record a state that is not a deployment. Only a client that hashed a broken text
+    itself gets there, and a good step after it repairs the update."""
     one = cli_text(1)
     await assert_ok(await api.verbatim(update, one, 1), 204)
     broken = one[:-1]  # the closing brace removed: not JSON any more
     response = await api.delta(
         update, [text_edit(len(one) - 1, len(one), "")], sha256_hex(broken), 2
     )
-    await assert_error(response, 400)
-    assert await api.export_bytes(S) == one
+    await assert_ok(response, 204)
+    message = await assert_error(await api.complete(update), 400)
+    assert "not a deployment" in message
+    await assert_ok(await api.verbatim(update, one, 3), 204)
     await assert_ok(await api.complete(update), 204)
+    assert await api.export_bytes(S) == one
 
 
 @pytest.mark.parametrize("route", ["checkpoint", "checkpointverbatim", "checkpointdelta"])
@@ -406,24 +414,28 @@ async def test_identical_text_in_a_new_update_is_its_delta_base(api: Api, update
 
 @contextlib.contextmanager
 def failing_checkpoint_writes(settings: Settings, stack_id: str) -> Iterator[None]:
-    """Make checkpoint writes fail for real: on local blobs, a file where the stack's blob
-    folder should be; on PostgreSQL, a trigger refusing checkpoint rows."""
+    """Make checkpoint steps fail for real: a trigger refusing their rows (a step stores
+    its delta), raising a serialization failure on PostgreSQL and an abort on SQLite."""
     if settings.uses_postgres:
-        services.install_failing_trigger(settings.database_url, "checkpoints", "40001")
+        services.install_failing_trigger(settings.database_url, "checkpoint_deltas", "40001")
         try:
             yield
         finally:
-            services.remove_failing_trigger(settings.database_url, "checkpoints")
+            services.remove_failing_trigger(settings.database_url, "checkpoint_deltas")
         return
-    folder = settings.resolved_blob_local_path / "checkpoints" / stack_id
-    aside = folder.with_name(stack_id + ".aside")
-    folder.rename(aside)
-    folder.write_bytes(b"")
+    path = settings.resolved_database_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TRIGGER fail_once BEFORE INSERT ON checkpoint_deltas "
+            "BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+        db.commit()
     try:
         yield
     finally:
-        folder.unlink()
-        aside.rename(folder)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("DROP TRIGGER fail_once")
+            db.commit()
 
 
 async def test_a_failed_write_is_stored_by_the_retry(settings, custom_app) -> None:

@@ -279,7 +279,7 @@ async def test_the_gc_stores_an_expired_journal_before_anyone_reads_it(
     meta = app.app.extensions["procella"].meta
     blobs = app.app.extensions["procella"].blobs
     report = await run_gc_once(meta, blobs, settings.replace(gc_lease_grace_seconds=0))
-    assert report.stored_journals == 1
+    assert report.settled_updates == 1
     assert report.pruned_journal_entries == len(first_update_entries())
     assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
     stack_body = await api.stack_json(stack)

@@ -12,7 +12,7 @@ import pytest
 
 from procella.errors import TransientStoreError
 from procella.metadata import migrations
-from procella.metadata.base import MetadataStore, UniqueViolation
+from procella.metadata.base import MetadataStore, UniqueViolation, UpdateRecord
 from procella.metadata.postgres import PostgresStore
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
@@ -141,29 +141,79 @@ async def test_reads_do_not_see_uncommitted_writes(meta: MetadataStore) -> None:
     assert found is not None and found.version == 0
 
 
+def full_step(seq: int, text: bytes) -> checkpoint_q.Step:
+    stored = StoredText(text.decode(), len(text), text, None)
+    return checkpoint_q.Step(seq, text.decode(), len(text), 0, 1, text=stored)
+
+
+def delta_step(seq: int, digest: str, edits: bytes, base: int | None = None) -> checkpoint_q.Step:
+    return checkpoint_q.Step(seq, digest, 9, seq * 10, 1, edits=edits, base_version=base)
+
+
+async def current(meta: MetadataStore, update_id: str) -> UpdateRecord:
+    async with meta.read() as conn:
+        update = await update_q.get(conn, update_id)
+    assert update is not None
+    return update
+
+
 async def test_save_step_is_a_compare_and_set(meta: MetadataStore) -> None:
     stack_id = await make_stack(meta)
     update_id = await start_update(meta, stack_id, "lease")
-    text = StoredText("sha1", 3, b"one", None)
 
-    async def save(lease: str, expected: int | None, new: int, stored: StoredText) -> bool:
-        async with meta.read() as conn:
-            update = await update_q.get(conn, update_id)
-        assert update is not None
+    async def save(lease: str, update: UpdateRecord, step: checkpoint_q.Step) -> bool:
         async with meta.single_write() as conn:
-            return await checkpoint_q.save_step(conn, update, lease, expected, new, stored, 1)
+            saved, _ = await checkpoint_q.save_step(conn, update, lease, step)
+        return saved
 
-    assert await save("lease", 0, 1, text)
-    assert not await save("lease", 0, 1, StoredText("sha2", 3, b"two", None))  # stale
-    assert not await save("other-lease", 1, 2, StoredText("sha2", 3, b"two", None))
+    before = await current(meta, update_id)
+    assert await save("lease", before, full_step(1, b"one"))
+    assert not await save("lease", before, full_step(1, b"two"))  # stale: step 1 is taken
+    assert not await save("other-lease", await current(meta, update_id), full_step(2, b"two"))
     async with meta.transaction() as conn:  # the lease runs out
         await conn.execute("UPDATE updates SET lease_expires_at = 0 WHERE id = ?", (update_id,))
-    assert not await save("lease", 1, 2, StoredText("sha2", 3, b"two", None))
+    assert not await save("lease", await current(meta, update_id), full_step(2, b"two"))
+    update = await current(meta, update_id)
+    assert update.checkpoint_seq == 1 and not update.lease_live
     async with meta.read() as conn:
-        update = await update_q.get(conn, update_id)
-        assert update is not None and update.checkpoint_seq == 1 and not update.lease_live
         record = await checkpoint_q.get(conn, stack_id, 1)
-    assert record is not None and record.data == b"one" and record.sha256 == "sha1"
+    assert record is not None and record.data == b"one" and record.sha256 == "one"
+
+
+async def test_steps_store_deltas_and_a_full_text_supersedes_them(meta: MetadataStore) -> None:
+    stack_id = await make_stack(meta)
+    async with meta.transaction() as conn:  # version 0: a full text the deltas build on
+        await checkpoint_q.put(conn, stack_id, 0, None, StoredText("s0", 4, b"base", None), 0)
+    update_id = await start_update(meta, stack_id, "lease")
+
+    async def save(step: checkpoint_q.Step) -> str | None:
+        async with meta.single_write() as conn:
+            saved, superseded = await checkpoint_q.save_step(
+                conn, await current(meta, update_id), "lease", step
+            )
+        assert saved
+        return superseded
+
+    assert await save(delta_step(1, "s1", b"d1", base=0)) is None
+    assert await save(delta_step(2, "s2", b"d2")) is None
+    async with meta.read() as conn:
+        record = await checkpoint_q.get(conn, stack_id, 1)
+        assert record is not None
+        assert (record.base_version, record.full_seq, record.seq) == (0, 0, 2)
+        assert (record.sha256, record.chain_bytes, record.data) == ("s2", 20, None)
+        assert await checkpoint_q.deltas(conn, stack_id, 1, 0, 2) == [b"d1", b"d2"]
+    blob = StoredText("s3", 5, None, "checkpoints/x/s3")
+    assert await save(checkpoint_q.Step(3, "s3", 5, 0, 1, text=blob)) is None
+    assert await save(delta_step(4, "s4", b"d4")) is None
+    # The next full text supersedes the first: its blob key comes back to be deleted.
+    assert await save(full_step(5, b"s5")) == "checkpoints/x/s3"
+    async with meta.read() as conn:
+        record = await checkpoint_q.get(conn, stack_id, 1)
+        assert record is not None
+        assert (record.base_version, record.full_seq, record.seq) == (None, 5, 5)
+        assert (record.data, record.blob_key, record.chain_bytes) == (b"s5", None, 0)
+        assert await checkpoint_q.deltas(conn, stack_id, 1, 0, 5) == []
+    assert (await current(meta, update_id)).checkpoint_seq == 5
 
 
 async def test_concurrent_save_steps_from_two_replicas_store_one(
@@ -174,14 +224,12 @@ async def test_concurrent_save_steps_from_two_replicas_store_one(
     other = store_factory()
     await other.open()
     try:
-        async with meta.read() as conn:
-            update = await update_q.get(conn, update_id)
-        assert update is not None
+        update = await current(meta, update_id)
 
         async def save(store: MetadataStore, body: bytes) -> bool:
             async with store.single_write() as conn:
-                stored = StoredText(body.decode(), len(body), body, None)
-                return await checkpoint_q.save_step(conn, update, "lease", 0, 1, stored, 1)
+                saved, _ = await checkpoint_q.save_step(conn, update, "lease", full_step(1, body))
+            return saved
 
         results = await asyncio.gather(*(save(s, b) for s, b in [(meta, b"a"), (other, b"b")] * 3))
     finally:

@@ -1,6 +1,8 @@
-"""Checkpoints: one row per stack version, holding the exact text the CLI sent.
+"""Checkpoints: one row per stack version; its text is a full text or a chain of deltas.
 
-The text lives inline in ``data`` when small, or in the blob store under ``blob_key``.
+A full text lives inline in ``data`` when small, or in the blob store under ``blob_key``.
+A step of an update stores only its delta (``checkpoint_deltas``), and now and then a full
+text again (compaction): see ``CheckpointRecord`` and ``procella.updates.states``.
 """
 
 from __future__ import annotations
@@ -11,17 +13,30 @@ from typing import Any, Protocol
 from procella.metadata.base import CheckpointRecord, Connection, Row, UpdateRecord
 from procella.metadata.queries.updates import RUNNING
 
-_COLUMNS = "stack_id, version, update_id, sha256, size, resource_count, data, blob_key, created_at"
+_COLUMNS = (
+    "stack_id, version, update_id, sha256, size, resource_count, data, blob_key, created_at, "
+    "seq, full_seq, base_version, chain_bytes"
+)
+_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, NOW_MS, ?, ?, ?, ?"
 _UPSERT = (
     "ON CONFLICT (stack_id, version) DO UPDATE SET update_id = excluded.update_id, "
     "sha256 = excluded.sha256, size = excluded.size, "
     "resource_count = excluded.resource_count, data = excluded.data, "
-    "blob_key = excluded.blob_key, created_at = excluded.created_at"
+    "blob_key = excluded.blob_key, created_at = excluded.created_at, seq = excluded.seq, "
+    "full_seq = excluded.full_seq, base_version = excluded.base_version, "
+    "chain_bytes = excluded.chain_bytes"
 )
+# A full text in the middle of an update (compaction) keeps the row's resource count, which
+# only `complete` recounts.
+_UPSERT_FULL = _UPSERT.replace(" resource_count = excluded.resource_count,", "")
+# A delta step after the first keeps the row's full text (or base) and count: only its head
+# moves.
+_MOVE_HEAD = "sha256 = ?, size = ?, created_at = NOW_MS, seq = ?, chain_bytes = ?"
 # Compare-and-set of an update's checkpoint sequence, allowed only while its lease is live.
 _ADVANCE = (
-    "UPDATE updates SET checkpoint_seq = ?, checkpoint_sha = ? WHERE id = ? AND status = ? "
-    "AND lease_hash = ? AND lease_expires_at > NOW_MS"
+    "UPDATE updates SET checkpoint_seq = ?, checkpoint_sha = ?, checkpoint_chain = ? "
+    "WHERE id = ? AND status = ? AND lease_hash = ? AND lease_expires_at > NOW_MS "
+    "AND checkpoint_seq = ?"
 )
 
 
@@ -50,6 +65,10 @@ def _checkpoint(row: Row) -> CheckpointRecord:
         data=None if data is None else bytes(data),
         blob_key=row[7],
         created_at=int(row[8]),
+        seq=int(row[9]),
+        full_seq=int(row[10]),
+        base_version=None if row[11] is None else int(row[11]),
+        chain_bytes=int(row[12]),
     )
 
 
@@ -101,6 +120,25 @@ async def get(conn: Connection, stack_id: str, version: int) -> CheckpointRecord
     return None if row is None else _checkpoint(row)
 
 
+def _full_row(
+    stack_id: str, version: int, update_id: str | None, text: StoredRow, count: int
+) -> list[Any]:
+    return [
+        stack_id,
+        version,
+        update_id,
+        text.sha256,
+        text.size,
+        count,
+        text.data,
+        text.blob_key,
+        0,
+        0,
+        None,
+        0,
+    ]
+
+
 async def put(
     conn: Connection,
     stack_id: str,
@@ -109,19 +147,10 @@ async def put(
     text: StoredRow,
     resource_count: int,
 ) -> None:
-    """Insert or replace the checkpoint of one stack version."""
+    """Insert or replace the checkpoint of one stack version with a full text."""
     await conn.execute(
-        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
-        (
-            stack_id,
-            version,
-            update_id,
-            text.sha256,
-            text.size,
-            resource_count,
-            text.data,
-            text.blob_key,
-        ),
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES}) {_UPSERT}",
+        _full_row(stack_id, version, update_id, text, resource_count),
     )
 
 
@@ -135,58 +164,235 @@ async def put_new(
 ) -> bool:
     """Insert the checkpoint of one stack version unless it has one; True if inserted."""
     changed = await conn.execute(
-        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW_MS) "
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES}) "
         "ON CONFLICT (stack_id, version) DO NOTHING",
-        (
-            stack_id,
-            version,
-            update_id,
-            text.sha256,
-            text.size,
-            resource_count,
-            text.data,
-            text.blob_key,
-        ),
+        _full_row(stack_id, version, update_id, text, resource_count),
     )
     return changed == 1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One checkpoint step as stored: a delta from the previous text, or a full text.
+
+    ``base_version`` names the version whose text a delta applies to when the row does not
+    exist yet (the update's first step); ``resource_count`` is used only then, or with a
+    full text.
+    """
+
+    seq: int
+    sha256: str
+    size: int
+    chain_bytes: int
+    resource_count: int
+    edits: bytes | None = None
+    base_version: int | None = None
+    text: StoredRow | None = None
 
 
 async def save_step(
     conn: Connection,
     update: UpdateRecord,
     lease_hash: str,
-    expected_seq: int | None,
-    new_seq: int,
-    text: StoredRow,
-    resource_count: int,
-) -> bool:
-    """Advance the update to checkpoint ``new_seq`` and store its text, atomically.
+    step: Step,
+) -> tuple[bool, str | None]:
+    """Advance the update to checkpoint ``step.seq`` and store the step, atomically.
 
-    ``expected_seq`` None skips the sequence check (full checkpoints carry no number).
-    Returns False, writing nothing, when the lease is not live or another write got there
-    first. On PostgreSQL this is a single statement: one round trip.
+    Returns ``(False, None)``, writing nothing, when the lease is not live or another write
+    got there first. After a full text, also returns the blob key of the full text it
+    superseded (the caller deletes that blob). On PostgreSQL this is a single statement.
     """
-    advance = _ADVANCE
-    params: list[Any] = [new_seq, text.sha256, update.id, RUNNING, lease_hash]
-    if expected_seq is not None:
-        advance += " AND checkpoint_seq = ?"
-        params.append(expected_seq)
-    row_values = [update.id, text.sha256, text.size, resource_count, text.data, text.blob_key]
+    advance = [step.seq, step.sha256, step.chain_bytes]
+    advance += [update.id, RUNNING, lease_hash, update.checkpoint_seq]
     if conn.dialect == "postgres":
-        changed = await conn.execute(
-            f"WITH step AS ({advance} RETURNING stack_id, version) "
-            f"INSERT INTO checkpoints ({_COLUMNS}) "
-            f"SELECT stack_id, version, ?, ?, ?, ?, ?, ?, NOW_MS FROM step {_UPSERT}",
-            [*params, *row_values],
+        return await _save_step_pg(conn, update, advance, step)
+    if await conn.execute(_ADVANCE, advance) != 1:
+        return False, None
+    where = (update.stack_id, update.version)
+    if step.text is None:
+        await conn.execute(
+            "INSERT INTO checkpoint_deltas (stack_id, version, seq, edits) VALUES (?, ?, ?, ?)",
+            (*where, step.seq, step.edits),
         )
-        return changed == 1
-    if await conn.execute(advance, params) != 1:
-        return False
-    await conn.execute(
-        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW_MS) {_UPSERT}",
-        [update.stack_id, update.version, *row_values],
+        if step.base_version is not None:  # the update's first step: the row is new
+            await conn.execute(
+                f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES})", _delta_row(update, step)
+            )
+        else:
+            await conn.execute(
+                f"UPDATE checkpoints SET {_MOVE_HEAD} WHERE stack_id = ? AND version = ?",
+                (step.sha256, step.size, step.seq, step.chain_bytes, *where),
+            )
+        return True, None
+    old = await conn.fetchone(
+        "SELECT blob_key FROM checkpoints WHERE stack_id = ? AND version = ?", where
     )
-    return True
+    await conn.execute(
+        "DELETE FROM checkpoint_deltas WHERE stack_id = ? AND version = ? AND seq <= ?",
+        (*where, step.seq),
+    )
+    await conn.execute(
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES}) {_UPSERT_FULL}",
+        _step_full_row(update, step),
+    )
+    return True, None if old is None else old[0]
+
+
+async def _save_step_pg(
+    conn: Connection, update: UpdateRecord, advance: list[Any], step: Step
+) -> tuple[bool, str | None]:
+    if step.text is None:
+        head = (
+            f"WITH step AS ({_ADVANCE} RETURNING stack_id, version), "
+            "delta AS (INSERT INTO checkpoint_deltas (stack_id, version, seq, edits) "
+            "SELECT stack_id, version, ?, ? FROM step) "
+        )
+        params = [*advance, step.seq, step.edits]
+        if step.base_version is not None:  # the update's first step: the row is new
+            changed = await conn.execute(
+                f"{head} INSERT INTO checkpoints ({_COLUMNS}) "
+                "SELECT stack_id, version, ?, ?, ?, ?, NULL, NULL, NOW_MS, ?, 0, ?, ? FROM step",
+                [
+                    *params,
+                    *_delta_row(update, step)[2:6],
+                    step.seq,
+                    step.base_version,
+                    step.chain_bytes,
+                ],
+            )
+        else:
+            changed = await conn.execute(
+                f"{head} UPDATE checkpoints c SET {_MOVE_HEAD} FROM step "
+                "WHERE c.stack_id = step.stack_id AND c.version = step.version",
+                [*params, step.sha256, step.size, step.seq, step.chain_bytes],
+            )
+        return changed == 1, None
+    # The sub-statements see the table as it was before the statement: `old` is the
+    # full text this one supersedes.
+    row = await conn.fetchone(
+        f"WITH step AS ({_ADVANCE} RETURNING stack_id, version), "
+        "old AS (SELECT blob_key FROM checkpoints WHERE stack_id = ? AND version = ?), "
+        "gone AS (DELETE FROM checkpoint_deltas WHERE stack_id = ? AND version = ? "
+        "AND seq <= ? AND EXISTS (SELECT 1 FROM step)) "
+        f"INSERT INTO checkpoints ({_COLUMNS}) "
+        "SELECT stack_id, version, ?, ?, ?, ?, ?, ?, NOW_MS, ?, ?, NULL, 0 FROM step "
+        f"{_UPSERT_FULL} "
+        "RETURNING (SELECT blob_key FROM old)",
+        [
+            *advance,
+            update.stack_id,
+            update.version,
+            update.stack_id,
+            update.version,
+            step.seq,
+            *_step_full_row(update, step)[2:8],
+            step.seq,
+            step.seq,
+        ],
+    )
+    if row is None:
+        return False, None
+    return True, row[0]
+
+
+def _delta_row(update: UpdateRecord, step: Step) -> list[Any]:
+    return [
+        update.stack_id,
+        update.version,
+        update.id,
+        step.sha256,
+        step.size,
+        step.resource_count,
+        None,
+        None,
+        step.seq,
+        0,
+        step.base_version,
+        step.chain_bytes,
+    ]
+
+
+def _step_full_row(update: UpdateRecord, step: Step) -> list[Any]:
+    assert step.text is not None
+    return [
+        update.stack_id,
+        update.version,
+        update.id,
+        step.sha256,
+        step.size,
+        step.resource_count,
+        step.text.data,
+        step.text.blob_key,
+        step.seq,
+        step.seq,
+        None,
+        0,
+    ]
+
+
+async def deltas(
+    conn: Connection, stack_id: str, version: int, after_seq: int, upto_seq: int
+) -> list[bytes]:
+    """The version's stored deltas with ``after_seq < seq <= upto_seq``, in order."""
+    rows = await conn.fetchall(
+        "SELECT edits FROM checkpoint_deltas WHERE stack_id = ? AND version = ? "
+        "AND seq > ? AND seq <= ? ORDER BY seq",
+        (stack_id, version, after_seq, upto_seq),
+    )
+    return [bytes(r[0]) for r in rows]
+
+
+async def set_resource_count(conn: Connection, stack_id: str, version: int, count: int) -> None:
+    await conn.execute(
+        "UPDATE checkpoints SET resource_count = ? WHERE stack_id = ? AND version = ?",
+        (count, stack_id, version),
+    )
+
+
+async def compact(conn: Connection, record: CheckpointRecord, text: StoredRow) -> str | None:
+    """Give a row a full text of its current state (its step ``seq``) and drop the deltas
+    it no longer needs. Returns the blob key of the full text it superseded, if any; does
+    nothing (and returns None) if the row moved on meanwhile."""
+    where = (record.stack_id, record.version)
+    old = await conn.fetchone(
+        "SELECT blob_key FROM checkpoints WHERE stack_id = ? AND version = ? AND seq = ? "
+        "FOR UPDATE",
+        (*where, record.seq),
+    )
+    if old is None:
+        return None
+    await conn.execute(
+        "UPDATE checkpoints SET data = ?, blob_key = ?, full_seq = seq, base_version = NULL, "
+        "chain_bytes = 0 WHERE stack_id = ? AND version = ?",
+        (text.data, text.blob_key, *where),
+    )
+    await conn.execute(
+        "DELETE FROM checkpoint_deltas WHERE stack_id = ? AND version = ? AND seq <= ?",
+        (*where, record.seq),
+    )
+    return None if old[0] is None else str(old[0])
+
+
+async def put_delta(
+    conn: Connection,
+    stack_id: str,
+    version: int,
+    update_id: str,
+    step: Step,
+) -> None:
+    """Make a version's state one delta (its step 1) from version ``step.base_version``."""
+    await conn.execute(
+        "DELETE FROM checkpoint_deltas WHERE stack_id = ? AND version = ?", (stack_id, version)
+    )
+    await conn.execute(
+        "INSERT INTO checkpoint_deltas (stack_id, version, seq, edits) VALUES (?, ?, ?, ?)",
+        (stack_id, version, step.seq, step.edits),
+    )
+    row = [stack_id, version, update_id, step.sha256, step.size, step.resource_count, None, None]
+    await conn.execute(
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES}) {_UPSERT}",
+        [*row, step.seq, 0, step.base_version, step.chain_bytes],
+    )
 
 
 async def referenced_blob_keys(conn: Connection, keys: list[str]) -> set[str]:

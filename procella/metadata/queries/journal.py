@@ -92,21 +92,6 @@ async def unmaterialized(
     return [str(r[0]) for r in rows]
 
 
-async def frozen_unmaterialized(conn: Connection, limit: int) -> list[tuple[str, str]]:
-    """``(update id, stack id)`` of ended (or lease-expired) journaling updates whose state
-    was never stored: the garbage collector stores it."""
-    rows = await conn.fetchall(
-        "SELECT u.id, u.stack_id FROM updates u WHERE u.journal_version = 1 "
-        "AND u.is_preview = FALSE AND u.version IS NOT NULL AND u.status != ? "
-        "AND (u.status != ? OR u.lease_expires_at <= NOW_MS) "
-        "AND NOT EXISTS (SELECT 1 FROM checkpoints c "
-        "WHERE c.stack_id = u.stack_id AND c.version = u.version) "
-        "ORDER BY u.stack_id, u.version LIMIT ?",
-        (update_q.NOT_STARTED, update_q.RUNNING, limit),
-    )
-    return [(str(u), str(s)) for u, s in rows]
-
-
 async def prune_materialized(conn: Connection) -> int:
     """Delete the entries of ended updates whose state is stored: nothing replays them."""
     return await conn.execute(

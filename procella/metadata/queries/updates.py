@@ -18,7 +18,7 @@ _COLUMNS = (
     "u.started_at, u.ended_at, u.lease_hash, u.lease_expires_at, "
     "CASE WHEN u.lease_expires_at > NOW_MS THEN 1 ELSE 0 END, u.checkpoint_seq, "
     "u.checkpoint_sha, u.program, u.config, u.metadata, u.resource_changes, u.resource_count, "
-    "u.journal_version, u.journal_count, u.journal_last_at, u.client_version"
+    "u.journal_version, u.journal_count, u.journal_last_at, u.client_version, u.checkpoint_chain"
 )
 
 
@@ -51,6 +51,7 @@ def _update(row: Row) -> UpdateRecord:
         journal_count=int(row[21]),
         journal_last_at=opt_int(row[22]),
         client_version=row[23],
+        checkpoint_chain=int(row[24]),
     )
 
 
@@ -205,3 +206,31 @@ async def history(conn: Connection, stack_id: str, limit: int, offset: int) -> l
         (stack_id, limit, offset),
     )
     return [_update(r) for r in rows]
+
+
+async def set_resource_count(conn: Connection, update_id: str, count: int | None) -> None:
+    """Record the resources of an update's final state; ``-1`` when it has none to count
+    (so it is not settled again)."""
+    await conn.execute(
+        "UPDATE updates SET resource_count = ? WHERE id = ? AND resource_count IS NULL",
+        (-1 if count is None else count, update_id),
+    )
+
+
+async def unsettled(conn: Connection, stack_id: str | None, limit: int | None) -> list[str]:
+    """Ids of frozen (ended or lease-expired) updates that took a version but whose final
+    state was never counted: cancelled, abandoned, or journals not stored. Oldest first."""
+    sql = (
+        "SELECT u.id FROM updates u WHERE u.is_preview = FALSE AND u.version IS NOT NULL "
+        "AND u.resource_count IS NULL AND (u.status IN (?, ?, ?) "
+        "OR (u.status = ? AND u.lease_expires_at <= NOW_MS))"
+    )
+    params: list[object] = [*TERMINAL, RUNNING]
+    if stack_id is not None:
+        sql += " AND u.stack_id = ?"
+        params.append(stack_id)
+    sql += " ORDER BY u.stack_id, u.version"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [str(r[0]) for r in await conn.fetchall(sql, params)]

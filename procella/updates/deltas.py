@@ -1,0 +1,142 @@
+"""Deltas between checkpoint texts: computed, stored compactly, applied.
+
+A checkpoint step is stored as the edits from the previous text to the new one. The CLI's
+delta checkpoints already are such edits; for whole checkpoints (and a journal's rebuilt
+state) the server finds them itself. States list one resource after another, and a step
+changes a few of them (plus the manifest's time near the start), so the diff aligns the
+two texts on resource boundaries and compares whole resources: linear in the text, in C
+(bytes comparison, hashing), with Python work per resource, not per byte.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import itertools
+import struct
+from collections.abc import Sequence
+
+from procella.updates.checkpoints import TextEdit
+
+# Every ResourceV3 (and pending operation's resource) starts so: Go writes `urn` first, and
+# the pattern cannot occur inside a JSON string, where quotes are escaped.
+_BOUNDARY = b'{"urn":"'
+# Below this, a changed middle is stored as one edit: aligning would save little.
+_SMALL = 4096
+_CHUNK = 65536
+_HEADER = struct.Struct("<QQQ")
+
+
+def diff(old: bytes, new: bytes) -> list[TextEdit]:
+    """Edits that turn ``old`` into ``new`` (``apply_text_edits(old, diff(old, new)) == new``)."""
+    prefix = _common_prefix(old, new)
+    suffix = _common_suffix(old, new, prefix)
+    old_mid, new_mid = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
+    if not old_mid and not new_mid:
+        return []
+    if len(old_mid) < _SMALL or len(new_mid) < _SMALL:
+        return [TextEdit(prefix, len(old) - suffix, new_mid)]
+    old_starts, new_starts = _boundaries(old_mid), _boundaries(new_mid)
+    old_parts, new_parts = _split(old_mid, old_starts), _split(new_mid, new_starts)
+    matcher = difflib.SequenceMatcher(None, old_parts, new_parts, autojunk=False)
+    edits: list[TextEdit] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        start, end = prefix + old_starts[i1], prefix + old_starts[i2]
+        edits.append(TextEdit(start, end, b"".join(new_parts[j1:j2])))
+    return edits
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    limit = min(len(a), len(b))
+    i = 0
+    while i < limit and a[i : i + _CHUNK] == b[i : i + _CHUNK]:
+        i += _CHUNK
+    end = min(i + _CHUNK, limit)
+    while i < end and a[i] == b[i]:
+        i += 1
+    return min(i, limit)
+
+
+def _common_suffix(a: bytes, b: bytes, prefix: int) -> int:
+    """The longest common suffix that does not overlap ``prefix`` in either text."""
+    limit = min(len(a), len(b)) - prefix
+    n = 0
+    while (
+        n + _CHUNK <= limit
+        and a[len(a) - n - _CHUNK : len(a) - n] == b[len(b) - n - _CHUNK : len(b) - n]
+    ):
+        n += _CHUNK
+    while n < limit and a[len(a) - n - 1] == b[len(b) - n - 1]:
+        n += 1
+    return n
+
+
+def _boundaries(text: bytes) -> list[int]:
+    """Offsets where ``text`` is cut: 0, each resource start, and ``len(text)``."""
+    starts = [0]
+    at = text.find(_BOUNDARY, 1)
+    while at != -1:
+        starts.append(at)
+        at = text.find(_BOUNDARY, at + 1)
+    starts.append(len(text))
+    return starts
+
+
+def _split(text: bytes, starts: Sequence[int]) -> list[bytes]:
+    return [text[starts[i] : starts[i + 1]] for i in range(len(starts) - 1)]
+
+
+def encode(edits: Sequence[TextEdit]) -> bytes:
+    """Edits as stored: for each, start, end and length (little-endian u64), then the text."""
+    parts = []
+    for edit in edits:
+        parts.append(_HEADER.pack(edit.start, edit.end, len(edit.new_text)))
+        parts.append(edit.new_text)
+    return b"".join(parts)
+
+
+def decode(data: bytes) -> list[TextEdit]:
+    edits = []
+    at = 0
+    while at < len(data):
+        start, end, length = _HEADER.unpack_from(data, at)
+        at += _HEADER.size
+        edits.append(TextEdit(start, end, data[at : at + length]))
+        at += length
+    return edits
+
+
+def apply_chain(base: bytes, chain: Sequence[Sequence[TextEdit]]) -> bytes:
+    """Apply deltas one after the other (each one's offsets are into the text before it).
+
+    The text is kept as a list of views into the base and the edits' texts, so a delta
+    costs work in the number of pieces, not a copy of the whole text; only the final join
+    copies. Raises ValueError for an edit outside the text or edits that overlap.
+    """
+    pieces: list[memoryview] = [memoryview(base)]
+    for edits in chain:
+        # From the last edit back: earlier offsets stay valid while later ones are applied.
+        last = None
+        for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
+            if last is not None and edit.end > last:
+                raise ValueError(f"edit spans overlap at offset {edit.end}")
+            pieces = _replace(pieces, edit)
+            last = edit.start
+    return b"".join(pieces)
+
+
+def _replace(pieces: list[memoryview], edit: TextEdit) -> list[memoryview]:
+    starts = list(itertools.accumulate((len(p) for p in pieces), initial=0))
+    total = starts[-1]
+    if not 0 <= edit.start <= edit.end <= total:
+        raise ValueError(f"edit span {edit.start}..{edit.end} is outside the text ({total} bytes)")
+    first = bisect.bisect_right(starts, edit.start) - 1
+    last = bisect.bisect_left(starts, edit.end) - 1 if edit.end > 0 else 0
+    first, last = max(first, 0), max(last, first)
+    head = pieces[first][: edit.start - starts[first]] if first < len(pieces) else memoryview(b"")
+    tail_piece = pieces[last] if last < len(pieces) else memoryview(b"")
+    tail = tail_piece[edit.end - starts[last] :] if last < len(pieces) else memoryview(b"")
+    middle = [p for p in (head, memoryview(edit.new_text), tail) if len(p)]
+    return pieces[:first] + middle + pieces[last + 1 :]

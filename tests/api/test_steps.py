@@ -1,0 +1,150 @@
+"""Checkpoint steps store what changed: deltas, a full text now and then, nothing left over.
+
+Every test reads the state back through a fresh app on the same stores, so nothing is
+proven from one replica's cache of recent texts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from quart import typing as quart_typing
+
+from procella import create_app
+from procella.metadata.queries import checkpoints as checkpoint_q
+from procella.settings import Settings
+from procella.workers.gc import BLOB_PREFIX
+from tests.helpers import DEFAULT_ORG, Api, assert_ok, compact, delta_between, sha256_hex
+
+S = f"{DEFAULT_ORG}/proj/dev"
+
+
+def state(sizes: dict[str, int], generation: int = 0) -> bytes:
+    """A CLI-like state whose resource ``name`` carries ``size`` bytes of filler."""
+    resources: list[dict[str, Any]] = [
+        {
+            "urn": f"urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::{name}",
+            "custom": True,
+            "id": name,
+            "type": "pulumi-python:dynamic:Resource",
+            "outputs": {"fill": name[0] * size},
+        }
+        for name, size in sizes.items()
+    ]
+    manifest = {"time": f"2026-01-01T00:00:{generation:02d}Z", "magic": "", "version": "v3"}
+    return compact({"version": 3, "deployment": {"manifest": manifest, "resources": resources}})
+
+
+@asynccontextmanager
+async def replica(settings: Settings) -> AsyncIterator[tuple[quart_typing.TestAppProtocol, Api]]:
+    async with create_app(settings).test_app() as app:
+        yield app, Api(app.test_client())
+
+
+async def blob_keys(app: quart_typing.TestAppProtocol) -> set[str]:
+    blobs = app.app.extensions["procella"].blobs
+    return {info.key async for info in blobs.scan(BLOB_PREFIX)}
+
+
+async def stored_bytes(app: quart_typing.TestAppProtocol, version: int) -> tuple[int, int]:
+    """(delta bytes, inline full-text bytes) the stack holds for ``version``."""
+    async with app.app.extensions["procella"].meta.read() as conn:
+        deltas = await conn.fetchone(
+            "SELECT COALESCE(SUM(LENGTH(edits)), 0) FROM checkpoint_deltas WHERE version = ?",
+            (version,),
+        )
+        full = await conn.fetchone(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM checkpoints WHERE version = ?", (version,)
+        )
+    assert deltas is not None and full is not None
+    return int(deltas[0]), int(full[0])
+
+
+async def test_a_small_change_to_a_large_state_stores_only_the_change(
+    settings: Settings,
+) -> None:
+    sizes = {f"r{i:03d}": 2000 for i in range(200)}  # ~400 KB
+    first, second = state(sizes, 1), state({**sizes, "r100": 2100}, 2)
+    async with replica(settings) as (app, api):
+        await api.new_stack(S)
+        update = await api.started(S)
+        await assert_ok(await api.verbatim(update, first, 1), 204)
+        await assert_ok(await api.complete(update), 204)
+        nxt = await api.started(S)
+        # Whole checkpoints, as with delta checkpoints off: the server finds the change.
+        await assert_ok(await api.checkpoint(nxt, json.loads(second)), 204)
+        await assert_ok(await api.complete(nxt), 204)
+        written = await stored_bytes(app, nxt.version)
+    # The 100-byte change plus the manifest's time, not a 400 KB copy.
+    assert 0 < sum(written) < 2000, written
+    async with replica(settings) as (_, fresh):
+        assert json.loads(await fresh.export_bytes(S)) == json.loads(second)
+        assert await fresh.export_bytes(S, update.version) == first
+
+
+async def test_delta_steps_store_the_clis_edits_and_rebuild_anywhere(settings: Settings) -> None:
+    sizes = {f"r{i:03d}": 1000 for i in range(100)}
+    texts = [state(sizes, 0)]
+    for step in range(1, 30):  # each step grows one resource
+        sizes = {**sizes, f"r{step:03d}": 1000 + step}
+        texts.append(state(sizes, step))
+    async with replica(settings) as (app, api):
+        await api.new_stack(S)
+        update = await api.started(S)
+        await assert_ok(await api.verbatim(update, texts[0], 1), 204)
+        for seq in range(1, len(texts)):
+            edits = delta_between(texts[seq - 1], texts[seq])
+            response = await api.delta(update, edits, sha256_hex(texts[seq]), seq + 1)
+            await assert_ok(response, 204)
+        written, _ = await stored_bytes(app, update.version)
+        assert written < len(texts[-1]), written  # 29 small deltas, not 29 copies
+        await assert_ok(await api.complete(update), 204)
+    async with replica(settings) as (_, fresh):
+        assert await fresh.export_bytes(S) == texts[-1]
+
+
+async def test_a_superseded_full_text_is_deleted_at_once(settings: Settings) -> None:
+    """Steps that rewrite most of the state compact: each new full text replaces the last,
+    and the old blob goes immediately, not after the GC's grace period."""
+    changes = {"checkpoint_inline_max_bytes": 0}
+    async with replica(settings.replace(**changes)) as (app, api):
+        await api.new_stack(S)
+        update = await api.started(S)
+        texts = [state({f"r{i}": 30_000 for i in range(4)}, 1)]
+        await assert_ok(await api.verbatim(update, texts[0], 1), 204)
+        for seq in range(2, 12):
+            text = state({f"{chr(96 + seq)}{i}": 30_000 for i in range(4)}, seq)
+            await assert_ok(await api.verbatim(update, text, seq), 204)
+            texts.append(text)
+            assert len(await blob_keys(app)) == 1
+        await assert_ok(await api.complete(update), 204)
+    async with replica(settings.replace(**changes)) as (_, fresh):
+        assert await fresh.export_bytes(S) == texts[-1]
+
+
+async def test_a_stale_read_during_a_compaction_rebuilds_the_current_text(
+    settings: Settings,
+) -> None:
+    async with replica(settings.replace(checkpoint_inline_max_bytes=0)) as (app, api):
+        services = app.app.extensions["procella"]
+        await api.new_stack(S)
+        update = await api.started(S)
+        first = state({"a": 50_000}, 1)
+        await assert_ok(await api.verbatim(update, first, 1), 204)
+        async with services.meta.read() as conn:
+            row = await conn.fetchone("SELECT stack_id FROM checkpoints")
+        assert row is not None
+        async with services.meta.read() as conn:
+            stale = await checkpoint_q.get(conn, row[0], update.version)
+        assert stale is not None and stale.blob_key is not None
+        # Steps that rewrite everything: a few of them outweigh the text, so one compacts.
+        for seq in range(2, 6):
+            latest = state({chr(96 + seq): 50_000}, seq)
+            await assert_ok(await api.verbatim(update, latest, seq), 204)
+        assert stale.blob_key not in await blob_keys(app)
+        states = services.stacks.states
+        states.texts.cache._items.clear()
+        assert await states.load(stale) == latest
