@@ -144,8 +144,9 @@ def update_program_body(project: str, *, dry_run: bool, message: str) -> bytes:
 
 
 def start_update_body(project: str) -> bytes:
-    # journalVersion 1 is what the CLI asks for; Procella answers 0 (checkpoints).
-    return _compact({"tags": {"pulumi:project": project}, "journalVersion": 1})
+    # No journalVersion: these scenarios send checkpoints, as a CLI with
+    # PULUMI_DISABLE_JOURNALING does (a journaling update refuses checkpoints).
+    return _compact({"tags": {"pulumi:project": project}})
 
 
 RENEW_LEASE_BODY = _compact({"token": "", "duration": 300})

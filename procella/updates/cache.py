@@ -4,6 +4,9 @@ Delta checkpoints need the previous text of the update. Fetching it from the dat
 the blob store on every step is the slow part of a large stack, so recent texts are kept
 here. The key is the content's own hash, and the caller always asks for the hash the
 database row holds, so a miss costs a read and a stale entry cannot exist.
+
+Each text belongs to a stack, and a stack keeps only its newest text: the next step
+needs that one and no other, so a large stack holds one copy, not a window of them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ class CheckpointCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._newest: dict[str, str] = {}  # stack id -> sha256 of its newest text
         self._size = 0
 
     def get(self, sha256: str) -> bytes | None:
@@ -23,11 +27,23 @@ class CheckpointCache:
             self._items.move_to_end(sha256)
         return text
 
-    def put(self, sha256: str, text: bytes) -> None:
-        if len(text) > self.max_bytes or sha256 in self._items:
+    def put(self, sha256: str, text: bytes, stack_id: str) -> None:
+        if len(text) > self.max_bytes:
+            return
+        older = self._newest.get(stack_id)
+        if older is not None and older != sha256:
+            self._drop(older)
+        self._newest[stack_id] = sha256
+        if sha256 in self._items:
+            self._items.move_to_end(sha256)
             return
         self._items[sha256] = text
         self._size += len(text)
         while self._size > self.max_bytes:
-            _, evicted = self._items.popitem(last=False)
-            self._size -= len(evicted)
+            evicted, _ = next(iter(self._items.items()))
+            self._drop(evicted)
+
+    def _drop(self, sha256: str) -> None:
+        text = self._items.pop(sha256, None)
+        if text is not None:
+            self._size -= len(text)

@@ -204,6 +204,8 @@ def _check_scalars(value: Json) -> Kind:
     for name in ("sequenceID", "operationID"):
         if not _is_int64(value.get(name)):
             raise _Invalid(f"'{name}' must be a 64-bit integer")
+    if value["sequenceID"] < 1:  # the CLI numbers entries from 1; 0 means "none"
+        raise _Invalid("'sequenceID' must be at least 1")
     for name in _REFERENCES:
         ref = value.get(name)
         if ref is not None and not (_is_int64(ref) and ref >= 0):

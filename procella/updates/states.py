@@ -152,7 +152,7 @@ class States:
             text = await asyncio.to_thread(deltas.apply_chain, base, chain)
         if await asyncio.to_thread(cp.sha256_hex, text) != record.sha256:
             raise _Moved()
-        self.texts.cache.put(record.sha256, text)
+        self.texts.cache.put(record.sha256, text, record.stack_id)
         return text
 
     async def resource_count(self, stack_id: str) -> int:
@@ -179,7 +179,7 @@ class States:
             edits = deltas.encode(await asyncio.to_thread(deltas.diff, base.text, state.text))
             chain = row.chain_bytes + len(edits)
             if chain <= max(len(state.text) // 2, MIN_DELTA_CHAIN):
-                self.texts.cache.put(digest, state.text)
+                self.texts.cache.put(digest, state.text, update.stack_id)
                 step = checkpoint_q.Step(
                     1, digest, len(state.text), chain, state.resource_count, edits, row.version
                 )

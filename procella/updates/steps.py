@@ -70,7 +70,7 @@ class StepWriter:
         seq = update.checkpoint_seq + 1
         step = await self._step(update, text, digest, seq, edits)
         if step.text is None:
-            self.texts.cache.put(digest, text)
+            self.texts.cache.put(digest, text, update.stack_id)
         async with self.meta.single_write() as conn:
             saved, superseded = await checkpoint_q.save_step(conn, update, token_hash(token), step)
             if not saved:

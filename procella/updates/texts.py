@@ -39,7 +39,7 @@ class CheckpointTexts:
     async def store(self, stack_id: str, text: bytes, sha256: str | None = None) -> StoredText:
         """Put ``text`` where it belongs (blob first when large) and describe its row."""
         digest = sha256 or sha256_hex(text)
-        self.cache.put(digest, text)
+        self.cache.put(digest, text, stack_id)
         if len(text) <= self.inline_max_bytes:
             return StoredText(digest, len(text), text, None)
         key = f"checkpoints/{stack_id}/{digest}.{secrets.token_hex(8)}"

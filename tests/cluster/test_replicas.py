@@ -21,6 +21,7 @@ from tests.helpers import (
     assert_ok,
     compact,
     delta_between,
+    journal_entry,
     sha256_hex,
     stdout_event,
     summary_event,
@@ -134,3 +135,34 @@ async def test_leases_are_bound_to_their_update_on_every_replica(replicas: list[
     await assert_error(await r0.verbatim(theirs, compact(untyped(1)), 1, lease=mine.token), 403)
     await assert_error(await r2.renew(theirs, lease=mine.token), 403)
     await assert_ok(await r0.verbatim(theirs, compact(untyped(1)), 1))
+
+
+async def test_a_journal_sent_to_every_replica_is_one_state(replicas: list[Api]) -> None:
+    """Consecutive batches of one journaling update land on different replicas, the export
+    during the update and the complete on others: no replay state lives in one replica."""
+    r0, r1, r2 = replicas
+    await r0.new_stack(STACK)
+    update = await r1.begin(await r0.new_update(STACK), {"journalVersion": 1})
+    assert update.start["journalVersion"] == 1
+    urn = "urn:pulumi:dev::web::pulumi-python:dynamic:Resource::"
+    entries = [journal_entry(6, 1, secretsProvider={"type": "passphrase", "state": {}})]
+    for i in range(6):
+        state = {"urn": f"{urn}r{i}", "custom": True, "type": "pulumi-python:dynamic:Resource"}
+        entries.append(
+            journal_entry(0, 2 + 2 * i, i + 1, operation={"resource": state, "type": "creating"})
+        )
+        entries.append(journal_entry(1, 3 + 2 * i, i + 1, state=state))
+    for i, batch in enumerate([entries[:4], entries[4:9], entries[9:]]):
+        await assert_ok(await replicas[i].journal(update, batch), 204)
+        # A retry of the same batch on another replica changes nothing.
+        await assert_ok(await replicas[(i + 1) % 3].journal(update, batch), 204)
+    during = json.loads(await r2.export_bytes(STACK))
+    assert len(during["deployment"]["resources"]) == 6
+    await assert_ok(await r0.complete(update), 204)
+    for replica in replicas:
+        final = json.loads(await replica.export_bytes(STACK))
+        assert [r["urn"][-2:] for r in final["deployment"]["resources"]] == [
+            f"r{i}" for i in range(6)
+        ]
+    [info] = await r1.history(STACK)
+    assert (info["result"], info["resourceCount"]) == ("succeeded", 6)

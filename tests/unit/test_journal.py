@@ -519,7 +519,7 @@ def _random_entry(rnd: random.Random, kind: Kind, op: int) -> Json:
         deps = rnd.sample([urn(n) for n in "abcdez"], rnd.randint(0, 2))
         return res(name, dependencies=deps, parent=rnd.choice([STACK, urn("z"), urn("a")]))
 
-    entry: Json = {"version": 1, "kind": int(kind), "sequenceID": op, "operationID": op}
+    entry: Json = {"version": 1, "kind": int(kind), "sequenceID": op + 1, "operationID": op}
     for name in ("removeOld", "removeNew", "deleteOld", "deleteNew"):
         entry[name] = ref()
     entry["pendingReplacementOld"], entry["pendingReplacementNew"] = ref(), ref()
@@ -591,6 +591,7 @@ def test_check_entry_returns_the_entry() -> None:
         ({"kind": False}, "'kind' must be an integer from 0 to 9"),
         ({"sequenceID": 2**63}, "'sequenceID' must be a 64-bit integer"),
         ({"sequenceID": None}, "'sequenceID' must be a 64-bit integer"),
+        ({"sequenceID": 0}, "'sequenceID' must be at least 1"),
         ({"operationID": 1.5}, "'operationID' must be a 64-bit integer"),
         ({"operationID": True}, "'operationID' must be a 64-bit integer"),
         ({"removeOld": -1}, "'removeOld' must be null or a non-negative 64-bit integer"),
@@ -653,7 +654,7 @@ def test_check_entry_accepts_nulls_where_go_does() -> None:
         secretsProvider=None,
         deleteOld=0,
         removeOld=2**63 - 1,
-        sequenceID=-(2**63),
+        sequenceID=2**63 - 1,
     )
     assert check_entry(body, 0).kind is Kind.SUCCESS
 

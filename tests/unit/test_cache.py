@@ -1,0 +1,29 @@
+"""The per-replica cache of checkpoint texts."""
+
+from __future__ import annotations
+
+from procella.updates.cache import CheckpointCache
+
+
+def test_a_stack_keeps_only_its_newest_text() -> None:
+    cache = CheckpointCache(1000)
+    cache.put("a1", b"one", "stack-a")
+    cache.put("b1", b"uno", "stack-b")
+    cache.put("a2", b"two", "stack-a")
+    assert cache.get("a1") is None  # superseded: the next step needs only a2
+    assert cache.get("a2") == b"two"
+    assert cache.get("b1") == b"uno"
+    cache.put("a2", b"two", "stack-a")  # the same text again changes nothing
+    assert cache.get("a2") == b"two"
+
+
+def test_the_least_recently_used_text_goes_first_when_full() -> None:
+    cache = CheckpointCache(10)
+    cache.put("a", b"aaaa", "s1")
+    cache.put("b", b"bbbb", "s2")
+    assert cache.get("a") == b"aaaa"  # now b is the least recently used
+    cache.put("c", b"cccc", "s3")
+    assert cache.get("b") is None
+    assert cache.get("a") == b"aaaa" and cache.get("c") == b"cccc"
+    cache.put("big", b"x" * 11, "s4")  # larger than the whole cache: not kept
+    assert cache.get("big") is None and cache.get("a") == b"aaaa"
