@@ -248,7 +248,8 @@ class StackService:
         stack = await self.resolve(principal, ref, Role.VIEWER)
         if version is not None and not 0 <= version <= stack.version:
             raise NotFound(f"stack '{ref}' has no version {version}")
-        return (await self.states.text(stack.id, at_most=version)).text
+        text = (await self.states.text(stack.id, at_most=version)).text
+        return await asyncio.to_thread(cp.readable_text, text)
 
 
 def _identity(

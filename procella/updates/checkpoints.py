@@ -168,3 +168,34 @@ def count_resources(wrapper: dict[str, Any]) -> int:
         return 0
     resources = deployment.get("resources")
     return len(resources) if isinstance(resources, list) else 0
+
+
+# diffs.go's marshalSpannedDeployment (every CLI that sends delta checkpoints) writes pending
+# operations under this key, which the CLI's own reader ignores, and only when there are
+# more than nine of them. The stored text keeps the CLI's bytes (delta hashes cover them);
+# what is read back (export, a journal's base) uses the key the reader knows.
+_CLI_PENDING_KEY = "pendingOperations"
+_PENDING_KEY = "pending_operations"
+
+
+def readable_deployment(wrapper: dict[str, Any]) -> dict[str, Any]:
+    """``wrapper`` with pending operations under the key the CLI reads (changed in place)."""
+    deployment = wrapper.get("deployment")
+    if isinstance(deployment, dict) and _CLI_PENDING_KEY in deployment:
+        pending = deployment.pop(_CLI_PENDING_KEY)
+        if pending and not deployment.get(_PENDING_KEY):
+            deployment[_PENDING_KEY] = pending
+    return wrapper
+
+
+def readable_text(text: bytes) -> bytes:
+    """``text`` as the CLI must read it: the stored bytes unless they hold pending
+    operations under the delta writer's key (rare: then parsed and written anew)."""
+    if f'"{_CLI_PENDING_KEY}":'.encode() not in text:
+        return text
+    wrapper = parse_deployment(text)
+    deployment = wrapper.get("deployment")
+    if not isinstance(deployment, dict) or _CLI_PENDING_KEY not in deployment:
+        return text  # the key was in a resource's properties, not the deployment's
+    readable = readable_deployment(wrapper)
+    return json.dumps(readable, separators=(",", ":"), ensure_ascii=False).encode()

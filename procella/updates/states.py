@@ -245,7 +245,7 @@ def _count_resources(text: bytes) -> int | None:
 
 def _replay(base_text: bytes, bodies: list[bytes], update: UpdateRecord) -> StateText:
     """The state after replaying ``bodies`` (JSON entries, in order) onto ``base_text``."""
-    base = cp.parse_deployment(base_text).get("deployment")
+    base = cp.readable_deployment(cp.parse_deployment(base_text)).get("deployment")
     millis = update.journal_last_at or update.started_at or update.created_at
     manifest = journal.make_manifest(_rfc3339(millis), update.client_version)
     try:

@@ -148,3 +148,35 @@ async def test_a_stale_read_during_a_compaction_rebuilds_the_current_text(
         states = services.stacks.states
         states.texts.cache._items.clear()
         assert await states.load(stale) == latest
+
+
+async def test_pending_operations_written_by_the_delta_writer_are_exported_readable(
+    settings: Settings,
+) -> None:
+    """With delta checkpoints the CLI writes pending operations (only when there are more
+    than nine) under `pendingOperations`, a key its own reader ignores: the export moves
+    them to `pending_operations`, so a crash mid-update does not lose them."""
+    resource = {"urn": "urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::r", "custom": True}
+    pending = [
+        {"resource": {**resource, "urn": resource["urn"] + str(i)}, "type": "creating"}
+        for i in range(10)
+    ]
+    manifest = {"time": "2026-01-01T00:00:00Z", "magic": "", "version": "v3"}
+    text = compact(
+        {
+            "version": 3,
+            "deployment": {
+                "manifest": manifest,
+                "resources": [resource],
+                "pendingOperations": pending,
+            },
+        }
+    )
+    async with replica(settings) as (_, api):
+        await api.new_stack(S)
+        update = await api.started(S)
+        await assert_ok(await api.verbatim(update, text, 1), 204)
+        exported = json.loads(await api.export_bytes(S))
+        assert exported["deployment"]["pending_operations"] == pending
+        assert "pendingOperations" not in exported["deployment"]
+        await assert_ok(await api.complete(update), 204)
