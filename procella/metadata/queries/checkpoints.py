@@ -216,7 +216,7 @@ async def save_step(
         )
         if step.base_version is not None:  # the update's first step: the row is new
             await conn.execute(
-                f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES})", _delta_row(update, step)
+                f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES})", _step_row(update, step)
             )
         else:
             await conn.execute(
@@ -233,7 +233,7 @@ async def save_step(
     )
     await conn.execute(
         f"INSERT INTO checkpoints ({_COLUMNS}) VALUES ({_VALUES}) {_UPSERT_FULL}",
-        _step_full_row(update, step),
+        _step_row(update, step),
     )
     return True, None if old is None else old[0]
 
@@ -254,7 +254,7 @@ async def _save_step_pg(
                 "SELECT stack_id, version, ?, ?, ?, ?, NULL, NULL, NOW_MS, ?, 0, ?, ? FROM step",
                 [
                     *params,
-                    *_delta_row(update, step)[2:6],
+                    *_step_row(update, step)[2:6],
                     step.seq,
                     step.base_version,
                     step.chain_bytes,
@@ -285,7 +285,7 @@ async def _save_step_pg(
             update.stack_id,
             update.version,
             step.seq,
-            *_step_full_row(update, step)[2:8],
+            *_step_row(update, step)[2:8],
             step.seq,
             step.seq,
         ],
@@ -295,7 +295,9 @@ async def _save_step_pg(
     return True, row[0]
 
 
-def _delta_row(update: UpdateRecord, step: Step) -> list[Any]:
+def _step_row(update: UpdateRecord, step: Step) -> list[Any]:
+    """The row of a step: a full text taken at this step, or a head of deltas."""
+    full = step.text
     return [
         update.stack_id,
         update.version,
@@ -303,30 +305,12 @@ def _delta_row(update: UpdateRecord, step: Step) -> list[Any]:
         step.sha256,
         step.size,
         step.resource_count,
-        None,
-        None,
+        None if full is None else full.data,
+        None if full is None else full.blob_key,
         step.seq,
-        0,
-        step.base_version,
-        step.chain_bytes,
-    ]
-
-
-def _step_full_row(update: UpdateRecord, step: Step) -> list[Any]:
-    assert step.text is not None
-    return [
-        update.stack_id,
-        update.version,
-        update.id,
-        step.sha256,
-        step.size,
-        step.resource_count,
-        step.text.data,
-        step.text.blob_key,
-        step.seq,
-        step.seq,
-        None,
-        0,
+        0 if full is None else step.seq,
+        None if full is not None else step.base_version,
+        0 if full is not None else step.chain_bytes,
     ]
 
 
