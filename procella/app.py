@@ -15,6 +15,7 @@ from quart import Quart
 from procella import logs
 from procella.api import errors, routes
 from procella.api.context import EXTENSION, Services
+from procella.api.drain import DrainRequestBody
 from procella.auth.service import AuthService
 from procella.blobs import open_blob_store
 from procella.metadata import open_metadata_store
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.register_blueprint(routes.blueprint())
     errors.register(app)
+    app.asgi_app = DrainRequestBody(app.asgi_app)  # type: ignore[method-assign]
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

@@ -1,14 +1,15 @@
 """Request bodies: size limits, gzip, and JSON that keeps the bytes it came from.
 
 The CLI gzips checkpoint, import, event and batch-secret bodies. Decompression is
-bounded (a small gzip bomb must not become gigabytes), and JSON parsing is strict:
-no NaN/Infinity, valid UTF-8, nesting beyond Python's recursion limit is a 400.
+bounded and linear (a small gzip bomb must not become gigabytes, nor many tiny members
+minutes of CPU), and JSON parsing is strict: valid UTF-8, no NaN/Infinity, no number a
+float64 cannot hold (Python reads 1e400 as inf, which would be stored as ``Infinity``),
+and no nesting deeper than ``nesting.MAX_DEPTH``, checked before any parser recurses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import zlib
 from json.decoder import scanstring  # type: ignore[attr-defined]
@@ -17,41 +18,53 @@ from typing import Any
 from quart import request
 
 from procella.errors import BadRequest, PayloadTooLarge
+from procella.strictjson import DECODER as _DECODER
+from procella.strictjson import MAX_DEPTH, depth
 
 # Integers in requests must fit the database's 64-bit columns.
 INT64 = 2**63
 # Above this size, decompression and parsing move to a thread so the event loop stays free.
 OFFLOAD_BYTES = 256 * 1024
+# The CLI sends one gzip member; concatenated ones are valid gzip, but each needs an
+# inflater of its own, so a body of many empty members is refused rather than inflated.
+MAX_GZIP_MEMBERS = 64
+# Compressed input goes to an inflater this much at a time, so what it leaves over at the
+# end of a member (copied, as ``unused_data``) stays small however large the body.
+_FEED_BYTES = 64 * 1024
 _WS = re.compile(r"[ \t\n\r]*")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
     """Inflate (possibly multi-member) gzip data, refusing to produce more than ``limit``."""
     out = bytearray()
-    while data:
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            while data:
-                out += inflater.decompress(data, limit + 1 - len(out))
-                if len(out) > limit:
-                    raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
-                data = inflater.unconsumed_tail
-            out += inflater.flush()
-        except zlib.error as exc:
-            raise BadRequest(f"invalid gzip body: {exc}") from None
-        if not inflater.eof:
-            raise BadRequest("invalid gzip body: truncated")
-        data = inflater.unused_data
-    if len(out) > limit:
-        raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+    view = memoryview(data)
+    start = members = 0
+    while start < len(data):
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise BadRequest(f"invalid gzip body: more than {MAX_GZIP_MEMBERS} members")
+        start = _inflate_member(view, start, out, limit)
     return bytes(out)
+
+
+def _inflate_member(view: memoryview, start: int, out: bytearray, limit: int) -> int:
+    """Inflate the member at ``view[start:]`` onto ``out``; return where the next begins."""
+    inflater = zlib.decompressobj(wbits=31)
+    fed = start
+    try:
+        while not inflater.eof:
+            chunk = view[fed : fed + _FEED_BYTES]
+            if not chunk:
+                raise BadRequest("invalid gzip body: truncated")
+            fed += len(chunk)
+            # With room for one byte more than allowed, a short answer means all of the
+            # chunk was consumed; a full one means the body is too large.
+            out += inflater.decompress(chunk, limit + 1 - len(out))
+            if len(out) > limit:
+                raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+    except zlib.error as exc:
+        raise BadRequest(f"invalid gzip body: {exc}") from None
+    return fed - len(inflater.unused_data)
 
 
 async def read_body(max_inflated: int) -> bytes:
@@ -79,6 +92,7 @@ def parse_json(data: bytes) -> Any:
     text = _decode_text(data)
     if not text.strip():
         raise BadRequest("request body is empty; expected JSON")
+    _check_depth(data)
     try:
         value, end = _DECODER.raw_decode(text, _WS.match(text, 0).end())  # type: ignore[union-attr]
     except RecursionError:
@@ -97,12 +111,18 @@ def parse_object_members(data: bytes) -> dict[str, tuple[Any, bytes]]:
     checkpoints depend on: their offsets and hash are over that text.
     """
     text = _decode_text(data)
+    _check_depth(data)
     try:
         return _members(text)
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None
     except (ValueError, IndexError) as exc:
         raise BadRequest(f"request body is not a valid JSON object: {exc}") from None
+
+
+def _check_depth(data: bytes) -> None:
+    if depth(data) > MAX_DEPTH:
+        raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels")
 
 
 def _members(text: str) -> dict[str, tuple[Any, bytes]]:

@@ -33,7 +33,7 @@ RETRY_AFTER_SECONDS = 1
 
 
 def error_response(status: int, message: str) -> Response:
-    body = json.dumps({"code": status, "message": message})
+    body = json.dumps({"code": status, "message": message}, allow_nan=False)
     response = Response(body, status=status, content_type="application/json")
     if status == 503:
         # The CLI retries 5xx; Retry-After tells other clients and proxies the same.

@@ -13,7 +13,8 @@ from procella.stacks.models import StackRef, check_ref
 
 
 def json_response(value: Any, status: int = 200) -> Response:
-    body = json.dumps(value, separators=(",", ":"))
+    # Never NaN or Infinity: they are not JSON, and Go's decoder refuses them.
+    body = json.dumps(value, separators=(",", ":"), allow_nan=False)
     return Response(body, status=status, content_type="application/json")
 
 

@@ -71,7 +71,7 @@ async def create_stack(org: str, project: str) -> Response:
     caller = await member_of(org)
     values, raw = await read_json_members(services().settings.max_inflated_bytes)
     name = field(values, "stackName", str)
-    tags = check_tags(values.get("tags") or {})
+    tags = check_tags({} if values.get("tags") is None else values["tags"])
     if values.get("config") is not None:
         raise BadRequest("stacks with remote (ESC) configuration are not supported")
     state = None

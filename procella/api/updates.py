@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from quart import Response, request
 
@@ -105,7 +105,7 @@ async def list_events(org: str, project: str, stack: str, kind: str, update_id: 
     )
     more = len(rows) == EVENTS_PAGE or update.ended_at is None
     token = str(rows[-1][0] if rows else after) if more else None
-    body = '{"events":[' + ",".join(text for _, text in rows) + "],"
+    body = '{"events":[' + ",".join(wire.standard_json(text) for _, text in rows) + "],"
     body += '"continuationToken":' + json.dumps(token) + "}"
     return Response(body, status=200, content_type="application/json")
 
@@ -230,16 +230,23 @@ def _parse_events(raw_events: list[Any]) -> list[Event]:
         if not isinstance(event, dict):
             raise BadRequest(f"events[{i}] must be an object")
         sequence = event.get("sequence")
-        if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence < INT64:
+        if not _is_int64(sequence) or sequence < 0:
             raise BadRequest(f"events[{i}].sequence must be a non-negative 64-bit integer")
+        # EngineEvent.Timestamp is a Go int: anything else would break the listing.
+        if event.get("timestamp") is not None and not _is_int64(event["timestamp"]):
+            raise BadRequest(f"events[{i}].timestamp must be a 64-bit integer")
         kinds = [k for k in event if k.endswith("Event") and event[k] is not None]
         if len(kinds) != 1 or not _EVENT_KIND.fullmatch(kinds[0]):
             raise BadRequest(f"events[{i}] must carry exactly one kind of event")
         if kinds[0] == "summaryEvent":
             _check_summary(event["summaryEvent"], i)
         # A batch may repeat a sequence only as a retry of the same event: keep the first.
-        events.setdefault(sequence, Event(sequence, kinds[0], json.dumps(event)))
+        events.setdefault(sequence, Event(sequence, kinds[0], json.dumps(event, allow_nan=False)))
     return list(events.values())
+
+
+def _is_int64(value: object) -> TypeGuard[int]:
+    return type(value) is int and -INT64 <= value < INT64
 
 
 def _check_summary(summary: Any, i: int) -> None:

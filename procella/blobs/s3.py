@@ -2,7 +2,8 @@
 
 Credentials come from the standard AWS chain (environment, shared files, instance or
 task roles). Large objects are uploaded in parts (multipart upload). A missing
-key becomes ``BlobNotFound``; every other error is re-raised as it is.
+key becomes ``BlobNotFound``; every other failure of S3 or of the transfer itself (a reset
+while a body streams, a timeout) becomes ``TransientStoreError``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,10 +29,15 @@ _MISSING = ("NoSuchKey", "404", "NotFound")
 
 @asynccontextmanager
 async def _transient_errors() -> AsyncIterator[None]:
-    """S3 errors (throttling, timeouts, a flaky endpoint) are worth the CLI's retry: a 503."""
+    """S3 errors (throttling, timeouts, a flaky endpoint) are worth the CLI's retry: a 503.
+
+    botocore wraps most transport errors (``BotoCoreError``), but not all of those raised
+    while a body streams: aiohttp's own (``ClientPayloadError`` on a reset mid-body) and
+    timeouts (``TimeoutError``, an ``OSError``) arrive as they are.
+    """
     try:
         yield
-    except (BotoCoreError, ClientError, OSError) as exc:
+    except (BotoCoreError, ClientError, aiohttp.ClientError, OSError) as exc:
         raise TransientStoreError(f"blob store unavailable, retry: {exc}") from exc
 
 
@@ -83,7 +90,8 @@ class S3BlobStore:
         self._client = None
 
     async def ping(self) -> None:
-        await self._client.head_bucket(Bucket=self.bucket)
+        async with _transient_errors():
+            await self._client.head_bucket(Bucket=self.bucket)
 
     async def put(self, key: str, data: bytes) -> None:
         full = self._key(key)
@@ -140,7 +148,12 @@ class S3BlobStore:
 
     async def scan(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+        pages = aiter(paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix))
+        while True:
+            async with _transient_errors():
+                page = await anext(pages, None)
+            if page is None:
+                return
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) :]
                 yield BlobInfo(key, int(item["Size"]), item["LastModified"].timestamp())

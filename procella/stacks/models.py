@@ -13,6 +13,7 @@ from procella.errors import InvalidName
 _STACK_OR_PROJECT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _ORG = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{1,38}[a-zA-Z0-9]$")
 _TAG_NAME = re.compile(r"^[a-zA-Z0-9-_.:]{1,40}$")
+_DOT_SEGMENTS = (".", "..")
 MAX_TAG_VALUE = 256
 
 
@@ -29,18 +30,22 @@ class StackRef:
 
 
 def check_stack_name(name: str) -> str:
-    if not _STACK_OR_PROJECT.fullmatch(name):
-        raise InvalidName(
-            f"invalid stack name {name!r}: use 1-100 letters, digits, '-', '_' or '.'"
-        )
-    return name
+    return _check_segment("stack", name)
 
 
 def check_project_name(name: str) -> str:
+    return _check_segment("project", name)
+
+
+def _check_segment(what: str, name: str) -> str:
     if not _STACK_OR_PROJECT.fullmatch(name):
         raise InvalidName(
-            f"invalid project name {name!r}: use 1-100 letters, digits, '-', '_' or '.'"
+            f"invalid {what} name {name!r}: use 1-100 letters, digits, '-', '_' or '.'"
         )
+    # As Pulumi Cloud: clients resolve these away as URL path segments, so no URL could
+    # name the stack.
+    if name in _DOT_SEGMENTS:
+        raise InvalidName(f"invalid {what} name {name!r}: '.' and '..' are not names")
     return name
 
 

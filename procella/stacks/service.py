@@ -268,7 +268,7 @@ async def _locked(conn: Connection, ref: StackRef) -> StackRecord:
 def _renamed_state(text: bytes, old: StackRef, new: StackRef) -> bytes:
     wrapper = cp.parse_deployment(text)
     rename_deployment(wrapper, (old.org, old.project, old.stack), (new.org, new.project, new.stack))
-    return json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _encode_page_token(row: stack_q.StackSummaryRow) -> str:

@@ -97,9 +97,9 @@ class UpdateService:
                 new.kind,
                 is_preview=new.is_preview,
                 created_by=principal.login,
-                program=json.dumps(new.program),
-                config=json.dumps(new.config),
-                metadata=json.dumps(new.metadata),
+                program=json.dumps(new.program, allow_nan=False),
+                config=json.dumps(new.config, allow_nan=False),
+                metadata=json.dumps(new.metadata, allow_nan=False),
             )
 
     async def start(

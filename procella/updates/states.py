@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from procella import strictjson
 from procella.blobs.base import BlobNotFound
 from procella.errors import BadRequest, Conflict, NotFound
 from procella.metadata.base import CheckpointRecord, Connection, MetadataStore, UpdateRecord
@@ -238,7 +239,7 @@ def _count_resources(text: bytes) -> int | None:
     """The resources of a stored text; None if it is not a deployment (a client hashed a
     broken text and then died before `complete` could refuse it)."""
     try:
-        return cp.state_of(text, json.loads(text)).resource_count
+        return cp.state_of(text, strictjson.loads(text)).resource_count
     except (ValueError, RecursionError, BadRequest):
         return None
 

@@ -13,9 +13,9 @@ its resources and prove it is a deployment.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
+from procella import strictjson
 from procella.auth.models import token_hash
 from procella.errors import BadRequest, Conflict, LeaseInvalid, NotFound
 from procella.metadata.base import Connection, MetadataStore, UpdateRecord
@@ -124,7 +124,9 @@ class StepWriter:
             return Finished(None)
         text = await self.states.load(row)
         try:
-            parsed = await asyncio.to_thread(json.loads, text)
+            # Strictly: a delta is hash-checked, not parsed, so this is where a text a
+            # client hashed with NaN, 1e400 or absurd nesting in it is caught.
+            parsed = await asyncio.to_thread(strictjson.loads, text)
             state = cp.state_of(text, parsed)
         except (ValueError, RecursionError, BadRequest) as exc:
             raise BadRequest(f"the update's last checkpoint is not a deployment: {exc}") from None

@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from procella.strictjson import MAX_DEPTH
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -16,8 +17,12 @@ from tests.helpers import (
     assert_error,
     assert_ok,
     body_json,
+    compact,
     gz,
+    journal_entry,
+    resource_state,
     stdout_event,
+    strict_json,
     untyped,
 )
 
@@ -363,6 +368,7 @@ async def test_invalid_gzip_is_400(world: World) -> None:
         good[:20],
         good + b"garbage",
         good[:10] + bytes([good[10] ^ 0xFF]) + good[11:],
+        gzip.compress(b"", mtime=0) * 200_000,  # 4 MB of empty members: minutes, once
     ):
         for method, path, lease in world.body_routes():
             response = await api.call(
@@ -389,7 +395,7 @@ async def test_gzip_is_accepted_on_every_body_route(api: Api) -> None:
     """The CLI gzips some routes; the server reads gzip wherever it comes."""
     await api.new_stack(S)
     response = await api.call("PATCH", f"/api/stacks/{S}/tags", {"a": "b"}, gzip_body=True)
-    await assert_ok(response, (200, 204))
+    await assert_ok(response, 204)
     assert (await api.stack_json(S))["tags"] == {"a": "b"}
     ciphertext = (
         await body_json(
@@ -499,3 +505,213 @@ async def test_nul_characters_in_list_filters(world: World, query: dict[str, str
         assert (await body_json(response))["stacks"] == []
     else:
         await assert_error(response, 400)
+
+
+# Numbers no float64 holds ----------------------------------------------------------------
+
+BEYOND_FLOAT64 = [b"1e400", b"-1e400", b"1E+999", b"1" + b"0" * 400 + b".5", b"1" + b"0" * 400]
+
+
+@pytest.mark.parametrize("number", BEYOND_FLOAT64, ids=lambda n: n[:8].decode())
+async def test_numbers_beyond_float64_are_400_everywhere(world: World, number: bytes) -> None:
+    """Python reads 1e400 as inf, and inf was stored as ``Infinity``: after that, history
+    and the events listing were JSON no Go client decodes."""
+    api, u = world.api, world.update
+    before = await world.snapshot()
+    config = b'{"config":{"k":{"string":"v","n":' + number + b"}}}"
+    response = await api.call("POST", f"/api/stacks/{S}/update", raw=config)
+    await assert_error(response, 400)
+    event = b'{"sequence":7,"timestamp":1,"stdoutEvent":{"message":"m","n":' + number + b"}}"
+    response = await api.call(
+        "POST", f"{u.path}/events/batch", raw=b'{"events":[' + event + b"]}", lease=u.token
+    )
+    await assert_error(response, 400)
+    await send_everywhere(world, b'{"a":[' + number + b"]}")
+    await send_everywhere(world, b'{"a":[' + number + b"]}", gzip_body=True)
+    assert await world.snapshot() == before
+
+
+@pytest.mark.parametrize("timestamp", [2**63, -(2**63) - 1, 2**64, 1.5, "1", True, [1]])
+async def test_event_timestamps_are_64_bit_integers(world: World, timestamp: Any) -> None:
+    """The CLI's EngineEvent.Timestamp is a Go int: anything else breaks the listing."""
+    api, u = world.api, world.update
+    before = await world.snapshot()
+    event = {**stdout_event(7), "timestamp": timestamp}
+    await assert_error(await api.events(u, [event]), 400)
+    assert await world.snapshot() == before
+    await assert_ok(await api.events(u, [{**stdout_event(8), "timestamp": -(2**63)}]), 204)
+
+
+async def test_non_standard_numbers_stored_earlier_are_read_as_null(world: World) -> None:
+    """Rows written before these checks may hold Infinity or NaN: reads stay JSON."""
+    api, u = world.api, world.update
+    meta = api.client.app.extensions["procella"].meta  # type: ignore[attr-defined]
+    async with meta.transaction() as conn:
+        await conn.execute(
+            "UPDATE updates SET config = ? WHERE stack_id = (SELECT stack_id FROM updates "
+            "WHERE id = ?)",
+            ('{"k":{"string":"v","n":Infinity,"m":[NaN,-Infinity]}}', u.id),
+        )
+        await conn.execute(
+            "UPDATE update_events SET body = ? WHERE update_id = ?",
+            ('{"sequence":0,"timestamp":1,"stdoutEvent":{"message":"NaN","n":NaN}}', u.id),
+        )
+    history = await api.history(S)
+    assert history[0]["config"] == {"k": {"string": "v", "n": None, "m": [None, None]}}
+    latest = await body_json(await api.call("GET", f"/api/stacks/{S}/updates/latest"))
+    assert latest["info"]["config"] == history[0]["config"]
+    events = await body_json(await api.call("GET", f"{u.path}/events"))
+    assert events["events"][0]["stdoutEvent"] == {"message": "NaN", "n": None}
+
+
+async def test_rows_nested_deeper_than_the_limit_read_as_empty(world: World) -> None:
+    """A config stored before the nesting limit (~970 deep) made every history call a 500."""
+    api = world.api
+    meta = api.client.app.extensions["procella"].meta  # type: ignore[attr-defined]
+    deep = '{"k":{"string":"v","deep":' + '{"v":' * 970 + "1" + "}" * 972
+    async with meta.transaction() as conn:
+        await conn.execute("UPDATE updates SET config = ? WHERE id = ?", (deep, world.update.id))
+    history = await api.history(S)
+    assert [h["config"] for h in history] == [{}, {}]
+    latest = await body_json(await api.call("GET", f"/api/stacks/{S}/updates/latest"))
+    assert latest["info"]["config"] == {}
+
+
+# Nesting ---------------------------------------------------------------------------------
+
+
+def nested(levels: int, inner: Any = 1) -> Any:
+    """A value ``levels`` deep, alternating objects and arrays."""
+    value = inner
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+async def test_config_nested_to_the_limit_is_stored_and_read_back(api: Api) -> None:
+    """Bodies nest at most MAX_DEPTH levels; whatever is stored within that, every read
+    can answer (history used to fail with a 500 at every call after a ~970-deep config)."""
+    await api.new_stack(S)
+    config = {"k": {"string": "v", "deep": nested(MAX_DEPTH - 3)}}  # in body, config, k
+    update = await api.started(S, config=config)
+    await assert_ok(await api.complete(update), 204)
+    history = await api.history(S)
+    assert history[0]["config"] == config
+    latest = await body_json(await api.call("GET", f"/api/stacks/{S}/updates/latest"))
+    assert latest["info"]["config"] == config
+    too_deep = {"k": {"string": "v", "deep": nested(MAX_DEPTH - 2)}}
+    await assert_error(await api.create_update(S, config=too_deep), 400)
+    assert await api.history(S) == history
+
+
+def nested_text(levels: int) -> bytes:
+    """``compact(nested(levels))``, for depths ``json.dumps`` cannot reach."""
+    text = b"1"
+    for i in range(levels):
+        text = b"[" + text + b"]" if i % 2 else b'{"k":' + text + b"}"
+    return text
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 975, 5000])
+@pytest.mark.parametrize("pad", [0, 300_000], ids=["small", "large"])
+async def test_bodies_nested_beyond_the_limit_are_400(world: World, levels: int, pad: int) -> None:
+    """The same limit whether the body is parsed on the event loop or, past 256 KiB, in a
+    thread (where ~975 levels used to pass parsing and fail later with a 500)."""
+    api, u = world.api, world.update
+    assert nested_text(3) == compact(nested(3))
+    before = await world.snapshot()
+    filler = b"x" * pad
+    # In the body, config and k; in the body, events and the event.
+    config = b'{"config":{"k":{"string":"' + filler + b'","deep":' + nested_text(levels - 3)
+    response = await api.call("POST", f"/api/stacks/{S}/update", raw=config + b"}}}")
+    await assert_error(response, 400)
+    event = compact(stdout_event(7, filler.decode()))[:-1] + b',"deep":' + nested_text(levels - 3)
+    response = await api.call(
+        "POST",
+        f"{u.path}/events/batch",
+        raw=b'{"events":[' + event + b"}]}",
+        gzip_body=True,
+        lease=u.token,
+    )
+    await assert_error(response, 400)
+    await send_everywhere(
+        world, b'{"pad":"' + filler + b'","deep":' + nested_text(levels - 1) + b"}"
+    )
+    assert await world.snapshot() == before
+
+
+# Property values sit 6 levels down in the deepest envelopes: checkpointverbatim's
+# body/untypedDeployment/deployment/resources/resource/outputs, and a journal's
+# body/entries/entry/operation/resource/outputs.
+ENVELOPE = 6
+
+
+def deep_resource(levels: int) -> dict[str, Any]:
+    """A resource whose outputs hold a value ``levels`` deep."""
+    return resource_state("deep", outputs={"deep": nested(levels)})
+
+
+async def test_a_state_nested_to_the_limit_passes_every_state_route(api: Api) -> None:
+    """Real states nest; one that fills the limit in the deepest envelope is accepted by
+    every route that takes a state, and read back as sent."""
+    state = untyped(1)
+    state["deployment"]["resources"].append(deep_resource(MAX_DEPTH - ENVELOPE))
+    text = compact(state)
+    await api.new_stack(S)
+    update = await api.started(S)
+    await assert_ok(await api.verbatim(update, text, 1), 204)
+    await assert_ok(await api.complete(update), 204)
+    assert await api.export_bytes(S) == text
+    update = await api.started(S)
+    await assert_ok(await api.checkpoint(update, state), 204)
+    await assert_ok(await api.complete(update), 204)
+    assert strict_json(await api.export_bytes(S)) == state
+    update = await api.new_update(S)
+    await api.begin(update, {"tags": None, "journalVersion": 1})
+    resource = deep_resource(MAX_DEPTH - ENVELOPE)
+    entries = [
+        journal_entry(0, 1, 1, operation={"resource": resource, "type": "creating"}),
+        journal_entry(1, 2, 1, state=resource),
+    ]
+    await assert_ok(await api.journal(update, entries), 204)
+    await assert_ok(await api.complete(update), 204)
+    assert resource in strict_json(await api.export_bytes(S))["deployment"]["resources"]
+    other = f"{DEFAULT_ORG}/proj/other"
+    await api.new_stack(other)
+    await assert_ok(await api.import_state(other, state), 200)
+    assert await api.export_bytes(other) == text
+    # One level more is refused by each of them.
+    deeper = deep_resource(MAX_DEPTH - ENVELOPE + 1)
+    state["deployment"]["resources"][-1] = deeper
+    update = await api.started(S)
+    message = await assert_error(await api.verbatim(update, compact(state), 1), 400)
+    assert f"deeper than {MAX_DEPTH}" in message
+    entries = [journal_entry(0, 1, 1, operation={"resource": deeper, "type": "creating"})]
+    message = await assert_error(await api.journal(update, entries), 400)
+    assert f"deeper than {MAX_DEPTH}" in message
+
+
+# Names and tags --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+async def test_dot_segments_are_not_stack_or_project_names(world: World, name: str) -> None:
+    """``.`` and ``..`` are path segments clients resolve away: no URL could name them."""
+    api = world.api
+    before = await world.snapshot()
+    response = await api.call("POST", f"/api/stacks/{DEFAULT_ORG}/proj", {"stackName": name})
+    assert "are not names" in await assert_error(response, 400)
+    for body in ({"newName": name}, {"newName": "fine", "newProject": name}):
+        response = await api.call("POST", f"/api/stacks/{S}/rename", body)
+        assert "are not names" in await assert_error(response, 400)
+    assert await world.snapshot() == before
+
+
+@pytest.mark.parametrize("tags", [[], 0, "", False, ["a"], "a=b"])
+async def test_create_stack_with_tags_of_the_wrong_type_is_400(world: World, tags: Any) -> None:
+    api = world.api
+    before = await world.snapshot()
+    body = {"stackName": "other", "tags": tags}
+    response = await api.call("POST", f"/api/stacks/{DEFAULT_ORG}/proj", body)
+    assert "tags must be a JSON object" in await assert_error(response, 400)
+    assert await world.snapshot() == before

@@ -98,9 +98,7 @@ async def test_tampered_ciphertexts_are_400(api: Api, stacks) -> None:
 
 async def test_recreated_stack_cannot_read_the_old_secrets(api: Api, stacks) -> None:
     ciphertext = await api.encrypt_one(A, b"old")
-    await assert_ok(
-        await api.call("DELETE", f"/api/stacks/{A}", query={"force": "true"}), (200, 204)
-    )
+    await assert_ok(await api.call("DELETE", f"/api/stacks/{A}", query={"force": "true"}), 204)
     await api.new_stack(A)
     await assert_error(await api.decrypt(A, ciphertext), 400)
     await assert_error(await api.batch_decrypt(A, [ciphertext]), 400)
@@ -142,7 +140,7 @@ async def test_log_decryption_calls(api: Api, stacks) -> None:
         ("decrypt/log-batch-decryption", {"commandName": "stack output"}),
     ):
         response = await api.call("POST", f"/api/stacks/{A}/{path}", body)
-        await assert_ok(response, (200, 204))
+        await assert_ok(response, 204)
         await assert_error(
             await api.call("POST", f"/api/stacks/{DEFAULT_ORG}/proj/nope/{path}", body), 404
         )

@@ -49,13 +49,15 @@ async def test_each_call_on_another_replica(replicas: list[Api]) -> None:
     update = await r2.begin(await r1.new_update(STACK))
     first = compact(untyped(5))
     second = compact(untyped(8))
-    await assert_ok(await r0.verbatim(update, first, 1))
+    await assert_ok(await r0.verbatim(update, first, 1), 204)
     # r1 never saw the first text: it must find the delta's base in the shared stores.
     edits = delta_between(first, second)
-    await assert_ok(await r1.delta(update, edits, sha256_hex(second), 2))
+    await assert_ok(await r1.delta(update, edits, sha256_hex(second), 2), 204)
     await assert_ok(await r2.renew(update), 200)
-    await assert_ok(await r0.events(update, [stdout_event(0), summary_event(1, {"create": 7})]))
-    await assert_ok(await r1.complete(update))
+    await assert_ok(
+        await r0.events(update, [stdout_event(0), summary_event(1, {"create": 7})]), 204
+    )
+    await assert_ok(await r1.complete(update), 204)
     assert await r2.export_bytes(STACK) == second
     [info] = await r0.history(STACK)
     assert (info["result"], info["resourceCount"], info["resourceChanges"]) == (
@@ -94,7 +96,7 @@ async def test_racing_checkpoints_store_exactly_one_per_sequence(replicas: list[
     # Retries of the winning write, from any replica, are accepted and change nothing.
     retries = await asyncio.gather(*(r.verbatim(update, winner, 1) for r in replicas))
     assert [r.status_code for r in retries] == [204, 204, 204]
-    await assert_ok(await replicas[2].complete(update))
+    await assert_ok(await replicas[2].complete(update), 204)
     assert await replicas[0].export_bytes(STACK) == winner
 
 
@@ -103,7 +105,7 @@ async def test_racing_completes_and_events_are_idempotent(replicas: list[Api]) -
     update = await replicas[0].started(STACK)
     batch = [stdout_event(i) for i in range(20)]
     await asyncio.gather(*(r.events(update, batch) for r in replicas))
-    await assert_ok(await replicas[0].checkpoint(update, untyped(3)))
+    await assert_ok(await replicas[0].checkpoint(update, untyped(3)), 204)
     completes = await asyncio.gather(*(r.complete(update) for r in replicas * 2))
     assert all(r.status_code == 204 for r in completes), [r.status_code for r in completes]
     response = await replicas[1].call("GET", f"{update.path}/events")
@@ -117,8 +119,8 @@ async def test_a_cancel_on_one_replica_ends_the_lease_on_all(replicas: list[Api]
     r0, r1, r2 = replicas
     await r0.new_stack(STACK)
     update = await r0.started(STACK)
-    await assert_ok(await r1.verbatim(update, compact(untyped(2)), 1))
-    await assert_ok(await r2.cancel(update))
+    await assert_ok(await r1.verbatim(update, compact(untyped(2)), 1), 204)
+    await assert_ok(await r2.cancel(update), 204)
     await assert_error(await r0.verbatim(update, compact(untyped(3)), 2), 403)
     await assert_error(await r1.renew(update), 403)
     await assert_error(await r2.complete(update), 409)
@@ -134,7 +136,7 @@ async def test_leases_are_bound_to_their_update_on_every_replica(replicas: list[
     theirs = await r2.started("acme/web/other")
     await assert_error(await r0.verbatim(theirs, compact(untyped(1)), 1, lease=mine.token), 403)
     await assert_error(await r2.renew(theirs, lease=mine.token), 403)
-    await assert_ok(await r0.verbatim(theirs, compact(untyped(1)), 1))
+    await assert_ok(await r0.verbatim(theirs, compact(untyped(1)), 1), 204)
 
 
 async def test_a_journal_sent_to_every_replica_is_one_state(replicas: list[Api]) -> None:

@@ -53,8 +53,8 @@ async def test_failed_checkpoint_is_503_and_the_retry_is_stored(
     await assert_retry_later(await api.verbatim(update, text, 1))
     services.remove_failing_trigger(cluster_settings.database_url, "checkpoints")
     # Nothing was half-applied: the same sequence number is still the next one.
-    await assert_ok(await api.verbatim(update, text, 1))
-    await assert_ok(await api.complete(update))
+    await assert_ok(await api.verbatim(update, text, 1), 204)
+    await assert_ok(await api.complete(update), 204)
     assert await api.export_bytes(STACK) == text
 
 
@@ -78,7 +78,7 @@ async def test_a_postgres_restart_is_survived(
         api = Api(test_app.test_client())
         await api.new_stack(STACK)
         update = await api.started(STACK)
-        await assert_ok(await api.verbatim(update, compact(untyped(2)), 1))
+        await assert_ok(await api.verbatim(update, compact(untyped(2)), 1), 204)
         await asyncio.to_thread(own_server.restart)
         # The CLI retries a 5xx up to 4 times, 1 s apart and more: so do we.
         text = compact(untyped(4))
@@ -91,7 +91,7 @@ async def test_a_postgres_restart_is_survived(
             await assert_retry_later(response)
             await asyncio.sleep(1)
         assert statuses[-1] == 204, statuses
-        await assert_ok(await api.complete(update))
+        await assert_ok(await api.complete(update), 204)
         assert await api.export_bytes(STACK) == text
         for _ in range(5):  # every pooled connection is usable again
             assert (await api.get_stack(STACK)).status_code == 200

@@ -5,11 +5,21 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Iterator
 
 import pytest
 
-from procella.api.body import field, gunzip, parse_json, parse_object_members, require_object
+from procella.api import body
+from procella.api.body import (
+    MAX_GZIP_MEMBERS,
+    field,
+    gunzip,
+    parse_json,
+    parse_object_members,
+    require_object,
+)
 from procella.errors import BadRequest, PayloadTooLarge
+from procella.strictjson import MAX_DEPTH, depth
 
 # gunzip -------------------------------------------------------------------------------
 
@@ -47,6 +57,42 @@ def test_gunzip_bomb_stops_early() -> None:
     assert len(bomb) < 200 * 1024
     with pytest.raises(PayloadTooLarge):
         gunzip(bomb, 1024 * 1024)
+
+
+@pytest.fixture
+def inflaters(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts the zlib inflaters gunzip creates (each one is real)."""
+    created = [0]
+    real = zlib.decompressobj
+
+    def counting(*args: object, **kwargs: object) -> object:
+        created[0] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(body.zlib, "decompressobj", counting)
+    yield created
+
+
+def test_gunzip_many_empty_members_stop_at_the_cap(inflaters: list[int]) -> None:
+    """Each member needs an inflater of its own; 200k empty ones (4 MB) used to cost
+    minutes of copying. Past the cap, gunzip stops without looking at the rest."""
+    data = gzip.compress(b"", mtime=0) * 200_000
+    with pytest.raises(BadRequest, match="members") as info:
+        gunzip(data, 1_000_000)
+    assert not isinstance(info.value, PayloadTooLarge)
+    assert inflaters[0] == MAX_GZIP_MEMBERS
+
+
+def test_gunzip_members_up_to_the_cap(inflaters: list[int]) -> None:
+    data = gzip.compress(b"ab", mtime=0) * MAX_GZIP_MEMBERS
+    assert gunzip(data, 1_000_000) == b"ab" * MAX_GZIP_MEMBERS
+    assert inflaters[0] == MAX_GZIP_MEMBERS
+
+
+def test_gunzip_large_members_spanning_feeds() -> None:
+    parts = [bytes(range(256)) * 1000, b"", b"x" * 300_000]
+    data = b"".join(gzip.compress(p, compresslevel=0) for p in parts)
+    assert gunzip(data, 10_000_000) == b"".join(parts)
 
 
 def test_gunzip_many_small_members_bomb() -> None:
@@ -125,6 +171,65 @@ def test_parse_json_rejects(raw: bytes) -> None:
         parse_json(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [b"1e400", b"[-1e400]", b'{"a": 1E+999}', b"[1" + b"0" * 400 + b".5]", b"1" + b"0" * 400],
+)
+def test_parse_json_rejects_numbers_no_float64_holds(raw: bytes) -> None:
+    """Python reads 1e400 as inf (and a 401-digit integer exactly); Go reads neither."""
+    with pytest.raises(BadRequest, match="out of range"):
+        parse_json(raw)
+    with pytest.raises(BadRequest, match="out of range"):
+        parse_object_members(b'{"a":' + raw + b"}")
+
+
+def test_parse_json_keeps_numbers_float64_holds() -> None:
+    assert parse_json(b"[1e308, -1e-400, 123456789012345678901234567890]") == [
+        1e308,
+        -0.0,
+        123456789012345678901234567890,
+    ]
+
+
+def nested(levels: int, inner: bytes = b"1") -> bytes:
+    """JSON nested ``levels`` deep, alternating arrays and objects."""
+    text = inner
+    for i in range(levels):
+        text = b"[" + text + b"]" if i % 2 else b'{"k":' + text + b"}"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"1", 0),
+        (b"[]", 1),
+        (b'{"a":[1,{"b":[]}],"c":{}}', 4),
+        (b'["[[[[", "}}}", "\\\\", "\\"[["]', 1),
+        (b'["\\\\\\"[", {"\\\\": [["\\\\"]]}]', 4),
+        (b'"[[[', 0),  # an unterminated string: nothing after it counts
+        (b"[[[[[[", 6),  # truncated: as deep as a parser gets before it fails
+        (b"[[]]]]]][[[", 2),
+        (b"[[[[]]]]," * 1000 + b"[[[[[[[[]]]]]]]]", 8),
+        (b"[" * 100_000 + b"]" * 100_000, 100_000),
+        (b"[[]," * 50_000 + b"]" * 50_000, 50_001),
+    ],
+)
+def test_depth(raw: bytes, expected: int) -> None:
+    assert depth(raw) == expected
+
+
+def test_depth_limit_is_the_same_for_every_parse() -> None:
+    at_limit, beyond = nested(MAX_DEPTH), nested(MAX_DEPTH + 1)
+    assert depth(at_limit) == MAX_DEPTH
+    assert parse_json(at_limit)
+    with pytest.raises(BadRequest, match=f"deeper than {MAX_DEPTH}"):
+        parse_json(beyond)
+    padded = b'{"pad":"' + b"x" * 300_000 + b'","v":' + beyond + b"}"
+    with pytest.raises(BadRequest, match=f"deeper than {MAX_DEPTH}"):
+        parse_json(padded)
+
+
 # parse_object_members -------------------------------------------------------------------
 
 
@@ -147,6 +252,12 @@ def test_members_keep_exact_bytes() -> None:
     # Each slice is exactly a substring of the input.
     for _, exact in members.values():
         assert exact in raw
+
+
+def test_members_depth_limit() -> None:
+    assert parse_object_members(b'{"a":' + nested(MAX_DEPTH - 1) + b"}")["a"][1]
+    with pytest.raises(BadRequest, match="deeper than"):
+        parse_object_members(b'{"a":' + nested(MAX_DEPTH) + b"}")
 
 
 def test_members_of_empty_object() -> None:

@@ -14,9 +14,24 @@ from procella.stacks.models import (
     check_tags,
 )
 
-VALID_STACK_OR_PROJECT = ["a", "A", "0", "-", "_", ".", "dev", "my-stack_1.2", "x" * 100, "a-B_c.D"]
+VALID_STACK_OR_PROJECT = [
+    "a",
+    "A",
+    "0",
+    "-",
+    "_",
+    "...",
+    ".a",
+    "a..",
+    "dev",
+    "my-stack_1.2",
+    "x" * 100,
+    "a-B_c.D",
+]
 INVALID_STACK_OR_PROJECT = [
     "",
+    ".",  # URL path segments that clients resolve away
+    "..",
     "x" * 101,
     "has space",
     "a/b",

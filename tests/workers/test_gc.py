@@ -87,8 +87,8 @@ async def test_unreferenced_blobs_go_only_after_the_grace_period(app: AppUnderTe
     await api.new_stack(STACK)
     update = await api.started(STACK)
     text = compact(untyped(3))
-    await assert_ok(await api.verbatim(update, text, 1))
-    await assert_ok(await api.complete(update))
+    await assert_ok(await api.verbatim(update, text, 1), 204)
+    await assert_ok(await api.complete(update), 204)
     live = await blob_keys(app)
     assert len(live) == 1  # over 100 bytes: the stack's first state is a blob
     # A blob no row points at: what a replica leaves when it dies between writing a blob
@@ -108,11 +108,11 @@ async def test_events_of_old_updates_are_pruned(app: AppUnderTest) -> None:
     api = Api(app.test_client())
     await api.new_stack(STACK)
     old = await api.started(STACK)
-    await assert_ok(await api.events(old, [stdout_event(0), stdout_event(1)]))
-    await assert_ok(await api.complete(old))
+    await assert_ok(await api.events(old, [stdout_event(0), stdout_event(1)]), 204)
+    await assert_ok(await api.complete(old), 204)
     recent = await api.started(STACK)
-    await assert_ok(await api.events(recent, [stdout_event(0)]))
-    await assert_ok(await api.complete(recent))
+    await assert_ok(await api.events(recent, [stdout_event(0)]), 204)
+    await assert_ok(await api.complete(recent), 204)
     hundred_days_ms = 100 * 86_400_000
     await execute(
         app, "UPDATE updates SET ended_at = NOW_MS - ? WHERE id = ?", hundred_days_ms, old.id

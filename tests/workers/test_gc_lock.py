@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 
 from procella.blobs.local import LocalBlobStore
 from procella.metadata.base import MetadataStore
-from procella.metadata.postgres import LOCK_KEYS, PostgresStore
+from procella.metadata.postgres import LOCK_KEYS, PostgresStore, lock_key
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
 from procella.workers.supervisor import Supervisor
@@ -104,6 +103,11 @@ async def _until_lock_held(meta: MetadataStore, other_than: int = 0) -> int:
     raise AssertionError("no replica took the GC lock")
 
 
-def test_lock_key_is_the_historic_one() -> None:
-    assert LOCK_KEYS["gc"] == 23769660933621571
-    assert psycopg  # the lock is taken with a bound integer (PostgreSQL 15 has no hex literal)
+def test_lock_keys_are_the_historic_ones_and_fit_a_bigint() -> None:
+    assert LOCK_KEYS["gc"] == 23769660933621571  # "TrataGC", as the TypeScript Procella
+    # Keys are bound to pg_*advisory_lock(bigint) (PostgreSQL 15 has no hex literals):
+    # each must fit a bigint, and no two names may share one.
+    keys = [lock_key(name) for name in (*LOCK_KEYS, "other", "")]
+    assert all(-(2**63) <= key < 2**63 for key in keys)
+    assert len(set(keys)) == len(keys)
+    assert lock_key("other") == -2798553888591940776  # a hash, the same in every process
