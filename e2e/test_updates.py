@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from e2e_harness import (
     Names,
@@ -26,6 +27,19 @@ SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
 GENERATION_1 = {"alpha", "bravo", "charlie", "group", "group-one", "group-two", "guarded"}
 CREATED_BY_GENERATION_1 = {"create": 8}  # the provider resource is not counted
 GENERATION_2_CHANGES = {"same": 5, "update": 1, "replace": 1, "delete": 1}
+
+
+def decrypted(stack: Stack) -> dict[str, dict[str, Any]]:
+    """The stack's resources by name, secrets in plaintext: the CLI re-encrypts every secret
+    (fresh nonces) whenever it writes a resource, even an unchanged one."""
+    return by_name(stack.ok("stack", "export", "--show-secrets").json())
+
+
+def without_dependencies(exported: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {key: value for key, value in resource.items() if key != "propertyDependencies"}
+        for resource in resources(exported)
+    ]
 
 
 def deployed(pulumi: PulumiCLI, names: Names, project_dir: Path, stack: str = "dev") -> Stack:
@@ -65,12 +79,26 @@ def test_up_refresh_and_second_up(pulumi: PulumiCLI, names: Names, project_dir: 
     assert secret[SECRET_SIGNATURE] and secret.get("ciphertext")
     assert SECRET_OUTPUT not in json.dumps(first)
 
+    # Nothing drifted (the provider reads back what the state says): refresh stores the same
+    # resources in the same order, less their empty propertyDependencies (the engine's read
+    # step leaves them out; the file:// backend stores the same), as an update of its own.
+    before = stack.ok("stack", "export", "--show-secrets").json()
     refreshed = stack.ok("refresh", "--yes", "--skip-preview", "--json")
     assert engine_changes(refreshed) == {"same": 8}
-    assert {r["urn"] for r in resources(stack.export())} == {r["urn"] for r in resources(first)}
+    after = stack.ok("stack", "export", "--show-secrets").json()
+    assert without_dependencies(after) == without_dependencies(before)
+    assert [entry["kind"] for entry in stack.ok("stack", "history", "--json").json()] == [
+        "refresh",
+        "update",
+    ]
 
     assert stack.up("--config", "generation=2") == GENERATION_2_CHANGES
-    second = by_name(stack.export())
+    exported = stack.export()
+    second = by_name(exported)
+    # One bravo (the replaced one is gone, not kept with `delete: true`), no charlie.
+    assert len(resources(exported)) == 8
+    assert not any(r.get("delete") for r in resources(exported))
+    assert not exported["deployment"].get("pending_operations")
     assert set(second) == set(state) - {"charlie"}
     assert second["alpha"]["id"] == state["alpha"]["id"]  # updated in place
     assert second["alpha"]["outputs"]["value"] == "a2"
@@ -83,6 +111,38 @@ def test_up_refresh_and_second_up(pulumi: PulumiCLI, names: Names, project_dir: 
 
     # Nothing left to do: the stored checkpoint is exactly what the engine last wrote.
     assert stack.up("--config", "generation=2") == {"same": 7}
+
+
+def test_targeted_up_and_destroy(pulumi: PulumiCLI, names: Names, project_dir: Path) -> None:
+    """`--target` confines an update to one resource; the rest of the program waits for the
+    next plain `up`."""
+    stack = deployed(pulumi, names, project_dir)
+    state = decrypted(stack)
+
+    targeted = stack.up("--config", "generation=2", "--target", state["alpha"]["urn"])
+    assert targeted == {"update": 1, "same": 7}, targeted
+    after = decrypted(stack)
+    assert set(after) == set(state)  # charlie is not deleted
+    assert after["alpha"]["id"] == state["alpha"]["id"]
+    assert after["alpha"]["outputs"]["value"] == "a2"
+    assert after["bravo"] == state["bravo"]  # not replaced
+    assert after["charlie"] == state["charlie"]
+
+    # The rest of generation 2 (the config was saved by the targeted up).
+    assert stack.up() == {"same": 6, "replace": 1, "delete": 1}
+    after = decrypted(stack)
+    assert set(after) == set(state) - {"charlie"}
+    assert after["bravo"]["id"] != state["bravo"]["id"]
+
+    destroyed = stack.ok(
+        "destroy", "--yes", "--skip-preview", "--json", "--target", after["alpha"]["urn"]
+    )
+    assert engine_changes(destroyed) == {"delete": 1, "same": 6}
+    remaining = decrypted(stack)
+    assert set(remaining) == set(after) - {"alpha"}
+    assert remaining["bravo"] == after["bravo"]
+    # The next update puts alpha back and touches nothing else.
+    assert stack.up() == {"create": 1, "same": 6}
 
 
 def test_stack_output_secrets(pulumi: PulumiCLI, names: Names, project_dir: Path) -> None:
