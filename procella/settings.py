@@ -105,8 +105,8 @@ class Settings:
         "Checkpoints up to this size are kept in the database; larger ones go to the blob store.",
     )
     checkpoint_cache_bytes: int = _setting(
-        256 * MiB,
-        "Per-replica cache of recent checkpoint texts (delta bases).",
+        64 * MiB,
+        "Per-replica cache of checkpoint texts (the newest of each stack: delta bases).",
     )
     encryption_key: str = _setting(
         "",
