@@ -19,6 +19,7 @@ the CLI never sends one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -715,17 +716,37 @@ def make_manifest(time_rfc3339: str, version: str) -> Json:
 
 def wrapper_text(version: int, features: list[str], deployment: Json) -> bytes:
     """The stored checkpoint text: ``{"version":V[,"features":[...]],"deployment":{...}}``,
-    compact UTF-8. A NaN or infinity (which the API never accepts) raises ValueError."""
-    wrapper: Json = {"version": version}
+    compact UTF-8. A NaN or infinity (which the API never accepts) raises ValueError.
+
+    Written a resource at a time, so a large state is never held as one ``str`` beside its
+    bytes: the bytes equal ``json.dumps`` of the whole wrapper.
+    """
+    out = io.BytesIO()
+    out.write(b'{"version":' + _json_bytes(version))
     if features:
-        wrapper["features"] = features
-    wrapper["deployment"] = deployment
+        out.write(b',"features":' + _json_bytes(features))
+    out.write(b',"deployment":{')
+    for index, (key, value) in enumerate(deployment.items()):
+        out.write((b"," if index else b"") + _json_bytes(key) + b":")
+        if isinstance(value, list):
+            out.write(b"[")
+            for position, item in enumerate(value):
+                out.write((b"," if position else b"") + _json_bytes(item))
+            out.write(b"]")
+        else:
+            out.write(_json_bytes(value))
+    out.write(b"}}")
+    return out.getvalue()
+
+
+def _json_bytes(value: object) -> bytes:
     try:
-        text = json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode()
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
     except UnicodeEncodeError:
         # A lone surrogate ("\ud800" in the JSON) has no UTF-8; escaped, the text stays valid.
-        return json.dumps(wrapper, separators=(",", ":"), allow_nan=False).encode()
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def replay(base: Json | None, entries: Iterable[Json | JournalEntry], manifest: Json) -> bytes:

@@ -41,6 +41,8 @@ _READ_ATTEMPTS = 3
 # A journal's state is stored as a delta unless the chain behind it is longer than this or
 # half the text.
 MIN_DELTA_CHAIN = 64 * 1024
+# Journal entries read per query when a journal is replayed (a few MB of a large stack's).
+_ENTRY_PAGE = 256
 
 
 class _Moved(Exception):
@@ -102,10 +104,28 @@ class States:
         for update_id in pending:
             async with self.meta.read() as conn:
                 update = await update_q.get(conn, update_id)
-                bodies = await journal_q.entries(conn, update_id)
             if update is not None:
-                state = await asyncio.to_thread(_replay, state.text, bodies, update)
+                state, _ = await self._replay(state.text, update)
         return row, state, bool(pending)
+
+    async def _replay(self, base_text: bytes, update: UpdateRecord) -> tuple[StateText, int]:
+        """The state after replaying the update's journal onto ``base_text``, and how many
+        entries it replayed. Entries are read a page at a time, so only the state being
+        built is held, not every entry."""
+        try:
+            replayer = await asyncio.to_thread(_replayer, base_text)
+            after, count = -1, 0
+            while True:
+                async with self.meta.read() as conn:
+                    page = await journal_q.entries(conn, update.id, after, _ENTRY_PAGE)
+                if not page:
+                    break
+                await asyncio.to_thread(_add_entries, replayer, [body for _, body in page])
+                after, count = page[-1][0], count + len(page)
+            return await asyncio.to_thread(_generate, replayer, update), count
+        except journal.ReplayError as exc:
+            # Go's replayer refuses these too (e.g. two resources claiming one alias).
+            raise Conflict(f"the journal of update {update.id} cannot be replayed: {exc}") from None
 
     async def load(self, record: CheckpointRecord) -> bytes:
         """The text of a checkpoint row: its full text or its base's, with its deltas.
@@ -172,9 +192,7 @@ class States:
         of deltas behind it is long already)."""
         assert update.version is not None, "only started, non-preview updates have a journal"
         row, base, overlaid = await self._state_at(update.stack_id, update.version - 1)
-        async with self.meta.read() as conn:
-            bodies = await journal_q.entries(conn, update.id)
-        state = await asyncio.to_thread(_replay, base.text, bodies, update)
+        state, entries = await self._replay(base.text, update)
         digest = cp.sha256_hex(state.text)
         if row is not None and not overlaid:
             edits = deltas.encode(await asyncio.to_thread(deltas.diff, base.text, state.text))
@@ -184,9 +202,9 @@ class States:
                 step = checkpoint_q.Step(
                     1, digest, len(state.text), chain, state.resource_count, edits, row.version
                 )
-                return Materialized(None, step, state.resource_count, len(bodies))
+                return Materialized(None, step, state.resource_count, entries)
         stored = await self.texts.store(update.stack_id, state.text, digest)
-        return Materialized(stored, None, state.resource_count, len(bodies))
+        return Materialized(stored, None, state.resource_count, entries)
 
     async def settle(self, update: UpdateRecord) -> None:
         """Make a frozen update's checkpoint row say what its final state is: store a
@@ -244,19 +262,20 @@ def _count_resources(text: bytes) -> int | None:
         return None
 
 
-def _replay(base_text: bytes, bodies: list[bytes], update: UpdateRecord) -> StateText:
-    """The state after replaying ``bodies`` (JSON entries, in order) onto ``base_text``."""
+def _replayer(base_text: bytes) -> journal.Replayer:
     base = cp.readable_deployment(cp.parse_deployment(base_text)).get("deployment")
+    return journal.Replayer(base if isinstance(base, dict) else None)
+
+
+def _add_entries(replayer: journal.Replayer, bodies: list[bytes]) -> None:
+    for body in bodies:
+        replayer.add(_stored_entry(json.loads(body)))
+
+
+def _generate(replayer: journal.Replayer, update: UpdateRecord) -> StateText:
     millis = update.journal_last_at or update.started_at or update.created_at
     manifest = journal.make_manifest(_rfc3339(millis), update.client_version)
-    try:
-        replayer = journal.Replayer(base if isinstance(base, dict) else None)
-        for body in bodies:
-            replayer.add(_stored_entry(json.loads(body)))
-        version, features, deployment = replayer.generate(manifest)
-    except journal.ReplayError as exc:
-        # Go's replayer refuses these too (e.g. two resources claiming one alias).
-        raise Conflict(f"the journal of update {update.id} cannot be replayed: {exc}") from None
+    version, features, deployment = replayer.generate(manifest)
     resources = deployment.get("resources")
     count = len(resources) if isinstance(resources, list) else 0
     return StateText(journal.wrapper_text(version, features, deployment), count)

@@ -140,6 +140,23 @@ async def test_the_next_update_replays_onto_the_previous_state(api: Api, stack: 
     assert urns(await state_of(api, stack, first.version)) == ["proj-dev", "a", "b"]
 
 
+async def test_a_journal_longer_than_a_page_replays_whole(api: Api, stack: str) -> None:
+    # Replay reads entries a page (256) at a time: every page, in order, counts.
+    update = await journaled(api)
+    names = [f"r{i:03d}" for i in range(300)]
+    entries = [journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER)]
+    entries += create(2, 1, stack_state())
+    for index, name in enumerate(names):
+        entries += create(4 + 2 * index, 2 + index, resource_state(name))
+    # Delete the first resource at the end, so the last page refers to the first.
+    entries.append(journal_entry(SUCCESS, len(entries) + 1, 2, removeNew=2))
+    await assert_ok(await api.journal(update, entries), 204)
+    assert urns(await state_of(api, stack)) == ["proj-dev", *names[1:]]
+    await assert_ok(await api.complete(update), 204)
+    assert urns(await state_of(api, stack)) == ["proj-dev", *names[1:]]
+    assert (await api.history(stack))[0]["resourceCount"] == 300
+
+
 async def test_unfinished_operations_are_pending_in_the_export(api: Api, stack: str) -> None:
     update = await journaled(api)
     entries = [

@@ -695,6 +695,21 @@ def test_wrapper_text() -> None:
     assert text.startswith(b'{"version":4,"features":["taint","views"],"deployment":{')
 
 
+def test_wrapper_text_written_piecewise_equals_one_dump() -> None:
+    # Written a resource at a time, the text is still the dump of the whole wrapper.
+    operation = {"resource": res("p"), "type": "creating"}
+    deployment = {
+        "manifest": MANIFEST,
+        "secrets_providers": {"type": "service", "state": {"n": [1, 2.5, None, True]}},
+        "resources": [res("a"), res("caf\u00e9"), res("b")],
+        "pending_operations": [operation],
+        "metadata": {},
+    }
+    wrapper = {"version": 4, "features": ["taint"], "deployment": deployment}
+    whole = json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False).encode()
+    assert wrapper_text(4, ["taint"], deployment) == whole
+
+
 def test_wrapper_text_escapes_a_lone_surrogate() -> None:
     deployment = {"manifest": MANIFEST, "resources": [res("\ud800")], "metadata": {}}
     text = wrapper_text(3, [], deployment)

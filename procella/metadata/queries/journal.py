@@ -65,12 +65,17 @@ async def append(
     )
 
 
-async def entries(conn: Connection, update_id: str) -> list[bytes]:
-    """Every entry of the update, in arrival order."""
+async def entries(
+    conn: Connection, update_id: str, after: int, limit: int
+) -> list[tuple[int, bytes]]:
+    """Up to ``limit`` entries of the update after arrival position ``after``, in arrival
+    order, with their positions: a long journal is read a page at a time."""
     rows = await conn.fetchall(
-        "SELECT body FROM journal_entries WHERE update_id = ? ORDER BY position", (update_id,)
+        "SELECT position, body FROM journal_entries WHERE update_id = ? AND position > ? "
+        "ORDER BY position LIMIT ?",
+        (update_id, after, limit),
     )
-    return [bytes(r[0]) for r in rows]
+    return [(int(r[0]), bytes(r[1])) for r in rows]
 
 
 async def unmaterialized(
