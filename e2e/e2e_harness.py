@@ -380,7 +380,8 @@ class ServerError(RuntimeError):
 
 # How the CLI saves state: journal entries (journalVersion 1), delta checkpoints, or whole
 # checkpoints. The server decides: it answers journalVersion 1 only with journaling on, and
-# advertises delta checkpoints only with them on.
+# advertises delta checkpoints only with them on. "full" leaves deltas at the server's
+# default (off), so it is what a CLI that does not journal meets by default.
 MODES = ("journal", "delta", "full")
 
 
@@ -421,11 +422,12 @@ class ProcellaServer:
                 "PROCELLA_DATA_DIR": str(self.data_dir),
                 "PROCELLA_ADMIN_TOKEN": self.admin_token,
                 "PROCELLA_JOURNALING": "true" if self.mode == "journal" else "false",
-                "PROCELLA_DELTA_CHECKPOINTS": "true" if self.delta else "false",
                 "PROCELLA_SHUTDOWN_TIMEOUT_SECONDS": "5",
                 "PROCELLA_LOG_LEVEL": os.environ.get("PROCELLA_E2E_LOG_LEVEL", "INFO"),
             }
         )
+        if self.delta:
+            env["PROCELLA_DELTA_CHECKPOINTS"] = "true"
         if cutoff_bytes is not None:  # None: the server's default
             env["PROCELLA_DELTA_CHECKPOINT_CUTOFF_BYTES"] = str(cutoff_bytes)
         env.update(extra)

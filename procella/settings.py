@@ -125,8 +125,10 @@ class Settings:
         "Organization of the site administrator and default for new stacks.",
     )
     delta_checkpoints: bool = _setting(
-        True,
-        "Advertise `delta-checkpoint-uploads-v2` (the CLI then sends deltas).",
+        False,
+        "Advertise `delta-checkpoint-uploads-v2` to CLIs that do not journal (they then send "
+        "deltas: faster, but a crash loses the pending operations of fewer than 10 steps in "
+        "flight, a CLI defect).",
     )
     delta_checkpoint_cutoff_bytes: int = _setting(
         512 * 1024,

@@ -53,7 +53,7 @@ async def test_default_org(api: Api, as_role) -> None:
     assert body["GitHubLogin"] == "acme"
 
 
-async def test_capabilities_with_delta_on(client) -> None:
+async def test_capabilities_by_default(client) -> None:
     # No credentials: the CLI may probe capabilities before it has a token.
     response = await client.get("/api/capabilities")
     assert response.status_code == 200
@@ -64,25 +64,21 @@ async def test_capabilities_with_delta_on(client) -> None:
         "version": 1,
         "configuration": {"version": 4},
     }
-    delta = caps["delta-checkpoint-uploads-v2"]
-    assert delta["version"] == 2
-    cutoff = delta["configuration"]["checkpointCutoffSizeBytes"]
-    assert isinstance(cutoff, int) and cutoff == 512 * 1024
-    assert set(caps) == {
-        "batch-encrypt",
-        "deployment-schema-version",
-        "delta-checkpoint-uploads-v2",
-    }
+    # No deltas unless asked for: the CLI's delta checkpoints drop pending operations.
+    assert set(caps) == {"batch-encrypt", "deployment-schema-version"}
 
 
-async def test_capabilities_with_delta_off_and_custom_cutoff(custom_app) -> None:
-    async with custom_app(delta_checkpoints=False) as (_, api):
+async def test_capabilities_with_delta_on_and_custom_cutoff(custom_app) -> None:
+    async with custom_app(delta_checkpoints=True) as (_, api):
         caps = (await body_json(await api.call("GET", "/api/capabilities")))["capabilities"]
-        names = [c["capability"] for c in caps]
-        assert "delta-checkpoint-uploads-v2" not in names
-        assert "delta-checkpoint-uploads" not in names
-        assert sorted(names) == ["batch-encrypt", "deployment-schema-version"]
-    async with custom_app(delta_checkpoint_cutoff_bytes=1234) as (_, api):
+        [delta] = [c for c in caps if c["capability"] == "delta-checkpoint-uploads-v2"]
+        assert delta == {
+            "capability": "delta-checkpoint-uploads-v2",
+            "version": 2,
+            "configuration": {"checkpointCutoffSizeBytes": 512 * 1024},
+        }
+        assert "delta-checkpoint-uploads" not in [c["capability"] for c in caps]
+    async with custom_app(delta_checkpoints=True, delta_checkpoint_cutoff_bytes=1234) as (_, api):
         caps = (await body_json(await api.call("GET", "/api/capabilities")))["capabilities"]
         [delta] = [c for c in caps if c["capability"] == "delta-checkpoint-uploads-v2"]
         assert delta["configuration"] == {"checkpointCutoffSizeBytes": 1234}

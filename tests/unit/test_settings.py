@@ -21,7 +21,8 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.listen_addr == ":9090"
     assert settings.listen_host_port == ("0.0.0.0", 9090)
-    assert settings.delta_checkpoints is True
+    # Off: the CLI's delta checkpoints drop pending operations (issue 8, docs/architecture.md).
+    assert settings.delta_checkpoints is False
     assert not settings.is_cluster
     assert settings.resolved_database_url.startswith("sqlite:///")
     assert settings.resolved_database_url.endswith("/procella.db")

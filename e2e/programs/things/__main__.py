@@ -7,8 +7,10 @@ Stack config picks what exists:
   ``bravo`` (its ``replace_key`` changes, which the provider reports as a replacement) and
   deletes ``charlie``. Both generations have a component with two children, a protected
   resource and a secret stack output.
-* ``slow``: ``fast``, then ``slow``, whose create writes ``<wait_file>.started`` and then waits
-  until ``wait_file`` exists (``wait_file`` empty: no wait). Tests use it to hold an update open.
+* ``slow``: ``fast``, then ``slow``, whose create adds a line to ``<wait_file>.started`` and
+  then waits until ``wait_file`` exists (``wait_file`` empty: no wait). Tests use it to hold an
+  update open. ``slow_count`` (default 1) more than 1 adds ``slow-1`` … ``slow-<count-1>``
+  beside it, all created at once: each adds its line, so a test sees how many are in flight.
 * ``bulk``: ``count`` independent resources (the benchmark); each carries ``payload_bytes``
   (default 0) of filler in its state, and ``generation`` 2 changes the first ``changed``
   (default 10) of them.
@@ -91,8 +93,8 @@ def _wait_for(path: str, timeout: float) -> None:
     import os
     import time
 
-    with open(path + ".started", "w") as marker:
-        marker.write(str(os.getpid()))
+    with open(path + ".started", "a") as marker:
+        marker.write(f"{os.getpid()}\n")
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
@@ -162,9 +164,10 @@ def basic(config: pulumi.Config) -> None:
 def slow(config: pulumi.Config) -> None:
     fast = Thing("fast", "f1")
     wait_file = config.get("wait_file") or ""
-    slow_thing = Thing(
-        "slow", "s1", wait_file=wait_file, opts=pulumi.ResourceOptions(depends_on=[fast])
-    )
+    after_fast = pulumi.ResourceOptions(depends_on=[fast])
+    slow_thing = Thing("slow", "s1", wait_file=wait_file, opts=after_fast)
+    for index in range(1, config.get_int("slow_count") or 1):
+        Thing(f"slow-{index}", f"s1-{index}", wait_file=wait_file, opts=after_fast)
     pulumi.export("slow_id", slow_thing.id)
 
 
