@@ -113,7 +113,9 @@ def parse_object_members(data: bytes) -> dict[str, tuple[Any, bytes]]:
     text = _decode_text(data)
     _check_depth(data)
     try:
-        return _members(text)
+        # In ASCII text (the CLI's, nearly always) a character offset is a byte offset, so
+        # a member's bytes are sliced from the body instead of encoded again.
+        return _members(text, data if data.isascii() else None)
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None
     except (ValueError, IndexError) as exc:
@@ -125,7 +127,7 @@ def _check_depth(data: bytes) -> None:
         raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels")
 
 
-def _members(text: str) -> dict[str, tuple[Any, bytes]]:
+def _members(text: str, ascii_data: bytes | None) -> dict[str, tuple[Any, bytes]]:
     members: dict[str, tuple[Any, bytes]] = {}
     i = _skip(text, 0)
     if text[i] != "{":
@@ -143,7 +145,8 @@ def _members(text: str) -> dict[str, tuple[Any, bytes]]:
                 raise ValueError(f"expected ':' at {i}")
             start = _skip(text, i + 1)
             value, end = _DECODER.raw_decode(text, start)
-            members[key] = (value, text[start:end].encode("utf-8"))
+            raw = text[start:end].encode() if ascii_data is None else ascii_data[start:end]
+            members[key] = (value, raw)
             i = _skip(text, end)
             if text[i] == ",":
                 i = _skip(text, i + 1)
