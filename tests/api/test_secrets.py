@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from procella.secrets.crypto import NONCE_BYTES, StackCrypto
 from tests.helpers import DEFAULT_ORG, Api, assert_error, assert_ok, b64, body_json, unb64
 
 A = f"{DEFAULT_ORG}/proj/a"
@@ -34,6 +35,89 @@ async def test_encryption_is_randomized(api: Api, stacks) -> None:
     one = await api.encrypt_one(A, b"same")
     two = await api.encrypt_one(A, b"same")
     assert one != two
+
+
+async def encrypt_all(api: Api, stack: str, plaintexts: list[bytes]) -> list[str]:
+    ciphertexts: list[str] = (await body_json(await api.batch_encrypt(stack, plaintexts)))[
+        "ciphertexts"
+    ]
+    assert len(ciphertexts) == len(plaintexts)
+    return ciphertexts
+
+
+async def decrypt_all(api: Api, stack: str, ciphertexts: list[str]) -> list[bytes]:
+    plaintexts = (await body_json(await api.batch_decrypt(stack, ciphertexts)))["plaintexts"]
+    return [unb64(plaintexts[c]) for c in ciphertexts]
+
+
+async def test_during_an_update_a_plaintext_keeps_its_ciphertext(api: Api, stacks) -> None:
+    """Without journaling the CLI re-encrypts every secret of a checkpoint as soon as one of
+    them is new (one `batch-encrypt` with all of them), then compares the last checkpoint
+    with a shadow journal that kept the ciphertexts of the earlier call: within one update,
+    the same plaintext must give the same ciphertext, or the CLI reports "snapshot
+    mismatch"."""
+    update = await api.started(A)
+    first = await encrypt_all(api, A, [b"provider", b"password"])
+    # The next checkpoint: the same two secrets again, a new one in between, a duplicate.
+    second = await encrypt_all(api, A, [b"provider", b"new", b"password", b"provider"])
+    assert second[0] == second[3] == first[0]
+    assert second[2] == first[1]
+    assert len({first[0], first[1], second[1]}) == 3
+    assert await api.encrypt_one(A, b"password") == first[1]  # the per-value route too
+    assert await decrypt_all(api, A, second) == [b"provider", b"new", b"password", b"provider"]
+
+    # Another update: new ciphertexts, so nothing links the values across updates.
+    await assert_ok(await api.complete(update), 204)
+    after = await encrypt_all(api, A, [b"provider", b"provider"])  # no update: random
+    assert len({after[0], after[1], first[0]}) == 3
+    later = await api.started(A)
+    again = await encrypt_all(api, A, [b"provider", b"password"])
+    assert again[0] not in (first[0], *after) and again[1] != first[1]
+    assert await encrypt_all(api, A, [b"password"]) == [again[1]]
+    # Old ciphertexts, random or made during an earlier update, still decrypt.
+    old = await decrypt_all(api, A, [*first, *after])
+    assert old == [b"provider", b"password", b"provider", b"provider"]
+    await assert_ok(await api.complete(later), 204)
+
+
+async def test_update_scoped_ciphertexts_stay_per_stack(api: Api, stacks) -> None:
+    in_a, in_b = await api.started(A), await api.started(B)
+    [a] = await encrypt_all(api, A, [b"same"])
+    [b] = await encrypt_all(api, B, [b"same"])
+    assert a != b and unb64(a)[1 : 1 + NONCE_BYTES] != unb64(b)[1 : 1 + NONCE_BYTES]
+    await assert_error(await api.decrypt(B, a), 400)
+    for update in (in_a, in_b):
+        await assert_ok(await api.complete(update), 204)
+
+
+async def test_a_preview_does_not_scope_encryption(api: Api, stacks) -> None:
+    """A preview does not hold the stack and writes no state: encryption stays random."""
+    preview = await api.started(A, "preview", dry_run=True)
+    one, two = await encrypt_all(api, A, [b"same", b"same"])
+    assert one != two
+    await assert_ok(await api.complete(preview), 204)
+
+
+def test_scoped_nonces_are_keyed_and_bound_to_their_scope() -> None:
+    crypto = StackCrypto(bytes(range(32)))
+    one = crypto.encrypt("stack-1", b"value", scope="u1")
+    assert crypto.encrypt("stack-1", b"value", scope="u1") == one
+    assert crypto.decrypt("stack-1", one) == b"value"
+    nonces = {
+        c[1 : 1 + NONCE_BYTES]
+        for c in (
+            one,
+            crypto.encrypt("stack-1", b"value", scope="u2"),
+            crypto.encrypt("stack-1", b"value2", scope="u1"),
+            crypto.encrypt("stack-2", b"value", scope="u1"),
+            # The scope is length-prefixed: ("u1", "2value") is not ("u12", "value").
+            crypto.encrypt("stack-1", b"2value", scope="u1"),
+            crypto.encrypt("stack-1", b"value", scope="u12"),
+            StackCrypto(bytes(32)).encrypt("stack-1", b"value", scope="u1"),
+        )
+    }
+    assert len(nonces) == 7
+    assert crypto.encrypt("stack-1", b"value") != crypto.encrypt("stack-1", b"value")
 
 
 async def test_batch_encrypt_keeps_order(api: Api, stacks) -> None:
