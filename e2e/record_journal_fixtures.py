@@ -80,6 +80,8 @@ STARTED_TIMEOUT = 120.0
 # The CLI logs each batch it sends at -v=11 ("flushing journal entries: len=N, cap=M").
 BATCH_LOG = re.compile(r"flushing journal entries: len=(\d+)")
 VERBOSE_FLAGS = ("--logtostderr", "-v=11")
+# procella.updates.journal.BASE_RESOURCE (this script imports nothing of Procella's).
+BASE_RESOURCE = "procellaBaseResource"
 # How a secret value looks in the state (resource.SecretSig), and the ciphertexts shortened.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 LONG_CIPHERTEXT = 256
@@ -154,6 +156,18 @@ def exported(server: ProcellaServer, stack: str, version: int) -> Json:
 def oracle_path() -> Path:
     root = pulumi_toolchain.ensure_toolchain(pulumi_toolchain.DEFAULT_CLI_VERSION, verbose=True)
     return pulumi_toolchain.bin_dir(root) / pulumi_toolchain.JOURNAL_REPLAY_EXECUTABLE
+
+
+def as_sent(body: Json, base: Json | None) -> Json:
+    """A stored entry as the CLI sent it: Procella stores the state of a `same` step as a
+    reference to the base's resource (``procellaBaseResource``), which the CLI never sends."""
+    index = body.get(BASE_RESOURCE)
+    if index is None:
+        return body
+    assert base is not None, "a reference to a base resource without a base"
+    sent = {key: value for key, value in body.items() if key != BASE_RESOURCE}
+    sent["state"] = base["resources"][index]
+    return sent
 
 
 def run_oracle(oracle: Path, base: Json | None, entries: list[Json]) -> Json:
@@ -288,10 +302,10 @@ class Recorder:
         rows = journal_entries(self.db, update.id)
         if not rows:
             raise RecordingError(f"{name}: update {update.id} has no journal entries left")
-        entries = [row.body for row in rows]
         base = None
         if update.version > 1:
             base = exported(self.server, stack.name, update.version - 1)["deployment"]
+        entries = [as_sent(row.body, base) for row in rows]
         expected = run_oracle(self.oracle, base, entries)
         procella = exported(self.server, stack.name, update.version)
         mismatches = differences(comparable(expected), comparable(procella))
@@ -323,7 +337,7 @@ class Recorder:
         sequence = [row.sequence_id for row in rows]
         if sequence != sorted(sequence):
             item.notes.append(f"sequence IDs in arrival order: {sequence}")
-            by_id = [row.body for row in sorted(rows, key=lambda r: r.sequence_id)]
+            by_id = [as_sent(row.body, base) for row in sorted(rows, key=lambda r: r.sequence_id)]
             want, got = comparable(expected), comparable(run_oracle(self.oracle, base, by_id))
             if got != want:
                 for typed in (want, got):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -51,6 +51,11 @@ _MEMBER_RANK = {name: rank for rank, name in enumerate(_RESOURCE_MEMBERS)}
 
 # Marks a member to remove in ``_patched``: Go's omitempty drops "" and empty lists.
 _DROP: Any = object()
+
+# A stored Success entry whose state is byte for byte the base state's resource at this
+# index carries the index under this member instead of the state (``elide_unchanged``).
+# Not a CLI member: ``check_entry`` refuses it on the wire.
+BASE_RESOURCE = "procellaBaseResource"
 
 
 class Kind(IntEnum):
@@ -240,6 +245,8 @@ def _check_payload(value: Json, kind: Kind) -> None:
 def _parse(value: object) -> JournalEntry:
     if not isinstance(value, dict):
         raise _Invalid("must be a JSON object")
+    if BASE_RESOURCE in value:
+        raise _Invalid(f"'{BASE_RESOURCE}' is not a journal entry member")
     kind = _check_scalars(value)
     _check_payload(value, kind)
     return JournalEntry(kind, value["sequenceID"], value["operationID"], value)
@@ -268,6 +275,9 @@ class Replayer:
         # A stack never updated replays onto an empty DeploymentV3, as in the CLI. The copy
         # is ours: kinds 6 and 9 set members on it.
         self._base: Json = {} if base is None else dict(base)
+        # What stored entries refer to (``elide_unchanged``): the base as given, whatever
+        # Write or RebuiltBaseState entries make of ``_base`` later.
+        self._given_resources: list[Json] = list(self._base.get("resources") or ())
         self._reset()
         # Not reset by RebuiltBaseState, as in Go (see ``_rebuilt_base_state``).
         self._index = 0
@@ -285,6 +295,18 @@ class Replayer:
         self._incomplete: dict[int, Json] = {}  # operation id -> its Begin entry
         self._new_resources: list[Json] = []
         self._extensions: Json = {}
+
+    def add_stored(self, body: Json) -> None:
+        """Add an entry as stored: it passed ``check_entry`` when it arrived, and a state
+        ``elide_unchanged`` replaced by a reference is put back."""
+        index = body.get(BASE_RESOURCE)
+        if index is not None:
+            if not 0 <= index < len(self._given_resources):
+                raise ReplayError(f"a stored entry refers to base resource {index}, not there")
+            body = {**body, "state": self._given_resources[index]}
+            del body[BASE_RESOURCE]
+        kind = Kind(body["kind"])
+        self.add(JournalEntry(kind, body["sequenceID"], body["operationID"], body))
 
     def add(self, entry: Json | JournalEntry) -> None:
         """``JournalReplayer.Add``. A dict is checked as ``check_entry`` would."""
@@ -722,24 +744,25 @@ def wrapper_text(version: int, features: list[str], deployment: Json) -> bytes:
     bytes: the bytes equal ``json.dumps`` of the whole wrapper.
     """
     out = io.BytesIO()
-    out.write(b'{"version":' + _json_bytes(version))
+    out.write(b'{"version":' + compact_json(version))
     if features:
-        out.write(b',"features":' + _json_bytes(features))
+        out.write(b',"features":' + compact_json(features))
     out.write(b',"deployment":{')
     for index, (key, value) in enumerate(deployment.items()):
-        out.write((b"," if index else b"") + _json_bytes(key) + b":")
+        out.write((b"," if index else b"") + compact_json(key) + b":")
         if isinstance(value, list):
             out.write(b"[")
             for position, item in enumerate(value):
-                out.write((b"," if position else b"") + _json_bytes(item))
+                out.write((b"," if position else b"") + compact_json(item))
             out.write(b"]")
         else:
-            out.write(_json_bytes(value))
+            out.write(compact_json(value))
     out.write(b"}}")
     return out.getvalue()
 
 
-def _json_bytes(value: object) -> bytes:
+def compact_json(value: object) -> bytes:
+    """Compact UTF-8 JSON, as stored; a lone surrogate is written escaped."""
     try:
         return json.dumps(
             value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -755,3 +778,34 @@ def replay(base: Json | None, entries: Iterable[Json | JournalEntry], manifest: 
     for entry in entries:
         replayer.add(entry)
     return wrapper_text(*replayer.generate(manifest))
+
+
+# --- Storage: unchanged states by reference --------------------------------------------
+
+
+def resource_digest(res: object) -> bytes:
+    """A digest of a resource's compact JSON: equal digests, byte-identical resources (so
+    ``true`` is not ``1`` and ``1.0`` is not ``1``, as they would be for ``==``)."""
+    return hashlib.sha256(compact_json(res)).digest()
+
+
+def base_digests(base_text: bytes) -> list[bytes]:
+    """``resource_digest`` of each resource of a stored checkpoint text."""
+    deployment = json.loads(base_text).get("deployment") or {}
+    return [resource_digest(res) for res in deployment.get("resources") or ()]
+
+
+def elide_unchanged(body: Json, digests: Sequence[bytes]) -> Json:
+    """``body`` as stored: a Success entry that keeps a base resource unchanged (a ``same``
+    step: ``removeOld`` is its index and ``state`` equals it byte for byte) refers to it
+    instead of repeating it, so an update that changes 10 of 1000 resources stores 10
+    states. ``Replayer.add_stored`` puts the base's resource back."""
+    old = body.get("removeOld")
+    state = body.get("state")
+    if body.get("kind") != Kind.SUCCESS or not isinstance(old, int) or state is None:
+        return body
+    if not 0 <= old < len(digests) or digests[old] != resource_digest(state):
+        return body
+    stored = {key: value for key, value in body.items() if key != "state"}
+    stored[BASE_RESOURCE] = old
+    return stored

@@ -284,8 +284,9 @@ class UpdateService:
         if update.journal_version != 1:
             raise BadRequest("this update sends checkpoints, not journal entries")
         batch: dict[int, journal_q.StoredEntry] = {}
-        for entry in entries:
-            stored = journal_q.StoredEntry(entry.sequence_id, entry.kind, _entry_json(entry))
+        bodies = await self.states.stored_bodies(update, entries)
+        for entry, body in zip(entries, bodies, strict=True):
+            stored = journal_q.StoredEntry(entry.sequence_id, entry.kind, body)
             if batch.setdefault(entry.sequence_id, stored).body != stored.body:
                 raise BadRequest(f"the batch holds sequence ID {entry.sequence_id} twice")
         async with self.meta.transaction() as conn:
@@ -376,11 +377,6 @@ def _check_checkpointing(update: UpdateRecord) -> None:
         raise BadRequest("a preview has no checkpoints")
     if update.journal_version == 1:
         raise BadRequest("this update sends journal entries, not checkpoints")
-
-
-def _entry_json(entry: JournalEntry) -> bytes:
-    """The entry as stored: compact and deterministic, so a retry compares equal."""
-    return json.dumps(entry.body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _check_token(

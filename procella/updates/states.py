@@ -32,6 +32,7 @@ from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import updates as update_q
 from procella.updates import checkpoints as cp
 from procella.updates import deltas, journal
+from procella.updates.journal import JournalEntry
 from procella.updates.texts import CheckpointTexts, StoredText
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ _READ_ATTEMPTS = 3
 MIN_DELTA_CHAIN = 64 * 1024
 # Journal entries read per query when a journal is replayed (a few MB of a large stack's).
 _ENTRY_PAGE = 256
+# Updates whose base digests a replica keeps (32 bytes per resource each).
+_DIGEST_CACHE_UPDATES = 16
 
 
 class _Moved(Exception):
@@ -82,6 +85,7 @@ class States:
     def __init__(self, meta: MetadataStore, texts: CheckpointTexts) -> None:
         self.meta = meta
         self.texts = texts
+        self._digests: dict[str, list[bytes]] = {}  # update id -> base_digests, oldest first
 
     async def text(self, stack_id: str, at_most: int | None = None) -> StateText:
         """The stack's current state (or as of version ``at_most``)."""
@@ -107,6 +111,28 @@ class States:
             if update is not None:
                 state, _ = await self._replay(state.text, update)
         return row, state, bool(pending)
+
+    async def stored_bodies(self, update: UpdateRecord, entries: list[JournalEntry]) -> list[bytes]:
+        """The entries as stored: compact JSON, deterministic (a retried batch compares
+        equal), with the states of ``same`` steps replaced by references to the base
+        state's resources (``journal.elide_unchanged``)."""
+        digests: list[bytes] = []
+        if any(_may_elide(entry) for entry in entries):
+            digests = await self._base_digests(update)
+        return [_compact(journal.elide_unchanged(entry.body, digests)) for entry in entries]
+
+    async def _base_digests(self, update: UpdateRecord) -> list[bytes]:
+        """The digests of the update's base resources, from a small per-replica cache; a
+        miss (another replica served the update so far) rebuilds them from the state."""
+        digests = self._digests.get(update.id)
+        if digests is None:
+            assert update.version is not None
+            _, base, _ = await self._state_at(update.stack_id, update.version - 1)
+            digests = await asyncio.to_thread(journal.base_digests, base.text)
+            self._digests[update.id] = digests
+            while len(self._digests) > _DIGEST_CACHE_UPDATES:
+                self._digests.pop(next(iter(self._digests)))
+        return digests
 
     async def _replay(self, base_text: bytes, update: UpdateRecord) -> tuple[StateText, int]:
         """The state after replaying the update's journal onto ``base_text``, and how many
@@ -269,7 +295,7 @@ def _replayer(base_text: bytes) -> journal.Replayer:
 
 def _add_entries(replayer: journal.Replayer, bodies: list[bytes]) -> None:
     for body in bodies:
-        replayer.add(_stored_entry(json.loads(body)))
+        replayer.add_stored(json.loads(body))
 
 
 def _generate(replayer: journal.Replayer, update: UpdateRecord) -> StateText:
@@ -281,13 +307,15 @@ def _generate(replayer: journal.Replayer, update: UpdateRecord) -> StateText:
     return StateText(journal.wrapper_text(version, features, deployment), count)
 
 
-def _stored_entry(body: dict[str, Any]) -> journal.JournalEntry:
-    """An entry as stored: it passed ``journal.check_entry`` when it arrived."""
-    return journal.JournalEntry(
-        journal.Kind(body["kind"]), body["sequenceID"], body["operationID"], body
-    )
-
-
 def _rfc3339(millis: int) -> str:
     moment = datetime.fromtimestamp(millis / 1000, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _may_elide(entry: JournalEntry) -> bool:
+    body = entry.body
+    return entry.kind is journal.Kind.SUCCESS and body.get("removeOld") is not None
+
+
+def _compact(body: dict[str, Any]) -> bytes:
+    return journal.compact_json(body)

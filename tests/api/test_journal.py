@@ -301,3 +301,59 @@ async def test_the_gc_stores_an_expired_journal_before_anyone_reads_it(
     assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
     stack_body = await api.stack_json(stack)
     assert "activeUpdate" not in stack_body or not stack_body["activeUpdate"]
+
+
+async def stored_bodies(app: quart_typing.TestAppProtocol, update: Update) -> list[bytes]:
+    async with app.app.extensions["procella"].meta.read() as conn:
+        rows = await conn.fetchall(
+            "SELECT body FROM journal_entries WHERE update_id = ? ORDER BY position",
+            (update.id,),
+        )
+    return [bytes(row[0]) for row in rows]
+
+
+async def test_unchanged_states_are_stored_as_references_to_the_base(
+    api: Api, stack: str, app: quart_typing.TestAppProtocol
+) -> None:
+    # A `same` step repeats the base's resource: stored, it refers to it instead, so a
+    # small change to a large stack stores a small journal; the state is the same.
+    first = await journaled(api)
+    await assert_ok(await api.journal(first, first_update_entries()), 204)
+    await assert_ok(await api.complete(first), 204)
+    before = await state_of(api, stack)
+    second = await journaled(api)
+    a, b = before["deployment"]["resources"][1:]
+    changed = {**b, "outputs": {"name": "b", "size": 2}}
+    retyped = {**a, "outputs": {**a["outputs"], "size": True}}  # 1 == True, yet not the same
+    entries = [
+        journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER),
+        journal_entry(SUCCESS, 2, 1, state=stack_state(), removeOld=0),
+        journal_entry(SUCCESS, 3, 2, state=a, removeOld=1),
+        journal_entry(SUCCESS, 4, 3, state=changed, removeOld=2),
+    ]
+    await assert_ok(await api.journal(second, entries), 204)
+    # A retried batch compares equal to what was stored.
+    await assert_ok(await api.journal(second, entries), 204)
+    stored = [json.loads(body) for body in await stored_bodies(app, second)]
+    assert [body.get("procellaBaseResource") for body in stored] == [None, 0, 1, None]
+    assert "state" not in stored[2] and stored[3]["state"] == changed
+    during = await state_of(api, stack)
+    assert during["deployment"]["resources"][1:] == [a, changed]
+    await assert_ok(await api.complete(second), 204)
+    after = await state_of(api, stack)
+    assert after["deployment"]["resources"] == [stack_state(), a, changed]
+
+    third = await journaled(api)
+    await assert_ok(
+        await api.journal(third, [journal_entry(SUCCESS, 1, 1, state=retyped, removeOld=1)]),
+        204,
+    )
+    [kept] = [json.loads(body) for body in await stored_bodies(app, third)]
+    assert kept["state"] == retyped and "procellaBaseResource" not in kept
+
+
+async def test_a_client_cannot_send_a_base_reference(api: Api, stack: str) -> None:
+    update = await journaled(api)
+    entry = journal_entry(SUCCESS, 1, 1, removeOld=0, procellaBaseResource=0)
+    message = await assert_error(await api.journal(update, [entry]), 400)
+    assert "procellaBaseResource" in message

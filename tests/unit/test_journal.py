@@ -13,12 +13,15 @@ import pytest
 
 from procella.errors import BadRequest
 from procella.updates.journal import (
+    BASE_RESOURCE,
     JournalEntry,
     Kind,
     Replayer,
     ReplayError,
     check_entry,
+    elide_unchanged,
     make_manifest,
+    resource_digest,
     replay,
     wrapper_text,
 )
@@ -754,3 +757,24 @@ def test_fixture(path: Path) -> None:
     del got["manifest"], want["manifest"]
     assert _sorted_operations(got) == _sorted_operations(want)
     assert got == want
+
+
+def test_a_stored_reference_replays_as_the_base_resource() -> None:
+    base = {"manifest": MANIFEST, "resources": [res("a"), res("b")]}
+    digests = [resource_digest(r) for r in base["resources"]]
+    same = {"version": 1, "kind": 1, "sequenceID": 1, "operationID": 1, "removeOld": 1}
+    stored = elide_unchanged({**same, "state": res("b")}, digests)
+    assert stored == {**same, BASE_RESOURCE: 1}
+    # Another state, another index, another kind: stored as sent.
+    other = {**same, "state": res("c")}
+    assert elide_unchanged(other, digests) is other
+    assert elide_unchanged({**same, "removeOld": 0, "state": res("b")}, digests)["state"]
+    begin = {**same, "kind": 0, "state": res("b")}
+    assert elide_unchanged(begin, digests) is begin
+
+    replayer = Replayer(base)
+    replayer.add_stored(stored)
+    _, _, deployment = replayer.generate(MANIFEST)
+    assert deployment["resources"] == [res("b"), res("a")]
+    with pytest.raises(ReplayError, match="base resource 2"):
+        Replayer(base).add_stored({**same, BASE_RESOURCE: 2})
