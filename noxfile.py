@@ -30,7 +30,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit, contract, cluster and API tests; then the API suite again on PostgreSQL + S3."""
+    """Unit, property, contract, cluster and API tests; then the API suite again on
+    PostgreSQL + S3. Property tests run derandomized when CI or HYPOTHESIS_PROFILE=ci is set."""
     install_project(session, "test")
     session.run("pytest", "tests", "--ignore=tests/deployments", "-n", "2", *session.posargs)
     session.run(

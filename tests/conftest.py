@@ -6,6 +6,12 @@ with its own database and bucket). The contract suites run every backend regardl
 
 The app fixture runs the app's lifespan (``test_app``), so stores really open, migrate
 and close, exactly as under hypercorn.
+
+Hypothesis (``tests/property``) runs under a settings profile: ``ci`` when the ``CI``
+environment variable is set (derandomized, so a CI run is reproducible, and printing the
+blob that replays a failure), ``dev`` otherwise; ``HYPOTHESIS_PROFILE`` picks one by name
+(``thorough`` searches ten times longer, for a local hunt). Both default profiles bound
+the examples, so the property suite stays well under a minute in every run.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from quart.typing import TestAppProtocol, TestClientProtocol
 
@@ -26,6 +33,16 @@ ADMIN_TOKEN = "pul-" + "a" * 40
 BACKEND = os.environ.get("PROCELLA_TEST_BACKEND", "embedded")
 if BACKEND not in ("embedded", "cluster"):
     raise RuntimeError(f"PROCELLA_TEST_BACKEND must be embedded or cluster, not {BACKEND!r}")
+
+# deadline=None: timings on a loaded CI machine are no property of the code.
+hypothesis.settings.register_profile("dev", max_examples=60, deadline=None)
+hypothesis.settings.register_profile(
+    "ci", max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis.settings.register_profile("thorough", max_examples=600, deadline=None)
+hypothesis.settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ the raw responses so each test asserts on exactly what the server sent.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -97,6 +98,33 @@ async def expire_lease(app: TestAppProtocol, update_id: str) -> None:
     """Put the update's lease in the past, as if its CLI had died long ago."""
     async with app.app.extensions["procella"].meta.transaction() as conn:
         await conn.execute("UPDATE updates SET lease_expires_at = 0 WHERE id = ?", (update_id,))
+
+
+async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait until ``count`` sessions wait for a lock held by someone else (the test, mostly):
+    on PostgreSQL, lock requests ``pg_locks`` shows not granted in this database; on SQLite,
+    tasks queued for the store's one writer. Fails after ``timeout`` seconds, so a race test
+    cannot pass without the race it sets up."""
+    meta = app.app.extensions["procella"].meta
+    deadline = time.monotonic() + timeout
+    while True:
+        if meta.dialect == "postgres":
+            async with meta.read() as conn:
+                row = await conn.fetchone(
+                    "SELECT count(DISTINCT l.pid) FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.datname = current_database()"
+                )
+            assert row is not None
+            waiting = int(row[0])
+        else:
+            # SqliteStore serializes writers on an asyncio.Lock; its queue is the waiters.
+            waiting = len(meta._write_lock._waiters or ())
+        if waiting >= count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{waiting} of {count} sessions wait for a lock after {timeout}s")
+        await asyncio.sleep(0.01)
 
 
 def deployment(resources: int = 0, *, secrets_stack: tuple[str, str, str] | None = None) -> dict:

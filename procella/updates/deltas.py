@@ -118,8 +118,11 @@ def apply_chain(base: bytes, chain: Sequence[Sequence[TextEdit]]) -> bytes:
     pieces: list[memoryview] = [memoryview(base)]
     for edits in chain:
         # From the last edit back: earlier offsets stay valid while later ones are applied.
+        # Sorted stably forward, then walked backward (not sorted with reverse=True, which
+        # keeps ties in their given order): insertions at one offset then end up in the
+        # order they were sent, as in apply_text_edits and gotextdiff.
         last = None
-        for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
+        for edit in reversed(sorted(edits, key=lambda e: (e.start, e.end))):
             if last is not None and edit.end > last:
                 raise ValueError(f"edit spans overlap at offset {edit.end}")
             pieces = _replace(pieces, edit)

@@ -10,12 +10,15 @@ import asyncio
 import base64
 import gzip
 import json
+import threading
 import time
 from typing import Any
 
+import pytest
 from quart import typing as quart_typing
 
 from procella.metadata.queries import stacks as stack_q
+from procella.stacks import service as stack_service
 from procella.strictjson import MAX_DEPTH
 from tests.helpers import (
     DEFAULT_ORG,
@@ -24,44 +27,56 @@ from tests.helpers import (
     assert_ok,
     compact,
     expire_lease,
+    until_blocked,
     untyped,
 )
 
 S = f"{DEFAULT_ORG}/proj/dev"
 
 
-def _heavy_state(resources: int) -> dict[str, Any]:
-    """A deployment of ``resources`` resources whose outputs are nested enough that the
-    server's rename rewrite of it takes a noticeable time."""
-    state = untyped(resources)
-    for res in state["deployment"]["resources"][1:]:
-        res["outputs"] = {"value": [{"k": i, "v": [i, {"x": str(i)}]} for i in range(8)]}
-    return state
-
-
 # 1. Rename reads the state outside its transaction --------------------------------------
 
 
-async def test_rename_racing_the_end_of_an_update_keeps_its_last_checkpoint(api: Api) -> None:
-    """A rename that reads the state while an update is running, and commits after that
-    update saved its last checkpoint and completed, writes back the state it read: the
-    update's last checkpoint is silently lost (resources it created are forgotten).
+async def test_rename_racing_the_end_of_an_update_keeps_its_last_checkpoint(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename reads the state, rewrites it for the new name (outside any transaction),
+    then commits. An update that starts, saves a checkpoint and completes in between must
+    not be lost: the rename writing back the state it read would forget the resources
+    that update created.
 
     The rename must either refuse (409: an update was running when it read the state,
-    or the state changed before it committed) or rename the current state.
+    or the state changed before it committed) or rename the current state. The test
+    holds the rename inside its rewrite until the update has ended, so the race happens
+    every time.
     """
     await api.new_stack(S)
-    update = await api.started(S)
-    before = compact(_heavy_state(5000))
-    await assert_ok(await api.verbatim(update, before, 1), 204)
-
+    await assert_ok(await api.import_state(S, untyped(5)), 200)
     body = {"newName": "prod", "newProject": "proj"}
-    rename = asyncio.create_task(api.call("POST", f"/api/stacks/{S}/rename", body))
-    await asyncio.sleep(0.05)  # the rename has read the state and is rewriting it
 
-    final = compact(untyped(2))  # e.g. a destroy that kept two resources
-    await assert_ok(await api.verbatim(update, final, 2), 204)
-    await assert_ok(await api.complete(update), 204)
+    # While an update runs, the rename is refused outright.
+    running = await api.started(S)
+    await assert_error(await api.call("POST", f"/api/stacks/{S}/rename", body), 409)
+    await assert_ok(await api.complete(running), 204)
+
+    reading, resume = threading.Event(), threading.Event()
+    rewrite = stack_service._renamed_state
+
+    def paused(text: bytes, old: Any, new: Any) -> bytes:
+        reading.set()
+        resume.wait(30)
+        return rewrite(text, old, new)
+
+    monkeypatch.setattr(stack_service, "_renamed_state", paused)
+    rename = asyncio.create_task(api.call("POST", f"/api/stacks/{S}/rename", body))
+    try:
+        assert await asyncio.to_thread(reading.wait, 10), "the rename never read the state"
+        update = await api.started(S)
+        final = compact(untyped(2))  # e.g. a destroy that kept two resources
+        await assert_ok(await api.verbatim(update, final, 1), 204)
+        await assert_ok(await api.complete(update), 204)
+    finally:
+        resume.set()
 
     response = await rename
     if response.status_code == 409:
@@ -151,7 +166,7 @@ async def test_creating_an_update_while_the_stack_is_being_deleted_is_404(
         assert stack is not None
         await stack_q.delete(conn, stack.id)  # the DELETE STACK request, not yet committed
         create = asyncio.create_task(api.create_update(S))
-        await asyncio.sleep(0.5)  # it resolved the stack and now waits for our lock
+        await until_blocked(app)  # it waits for our lock, to read the stack under it
     await assert_error(await create, 404)
 
 
@@ -173,7 +188,7 @@ async def test_a_checkpoint_racing_a_forced_stack_delete_is_404(
         await conn.execute("SELECT id FROM updates WHERE id = ? FOR UPDATE", (update.id,))
         await stack_q.delete(conn, stack.id)
         save = asyncio.create_task(api.verbatim(update, compact(untyped(1)), 1))
-        await asyncio.sleep(0.5)  # authorized; now waiting for the update row
+        await until_blocked(app)  # authorized; now waiting for the update row
     await assert_error(await save, 404)
 
 
@@ -227,8 +242,8 @@ async def test_cancel_and_complete_of_one_update_do_not_deadlock(
     ``start``) lock the stack row, then the update row. When they meet, PostgreSQL
     detects a deadlock after deadlock_timeout (1 s) and aborts one: a 503.
 
-    Passes on the embedded backend (one writer), fails on cluster (503). The test only
-    holds the update row briefly so that complete queues for it before cancel does.
+    Passes on the embedded backend (one writer), fails on cluster (503). The test holds
+    the update row until complete waits for it and then cancel waits too, so both meet.
     """
     await api.new_stack(S)
     update = await api.started(S)
@@ -236,9 +251,9 @@ async def test_cancel_and_complete_of_one_update_do_not_deadlock(
     async with meta.transaction() as conn:
         await conn.execute("SELECT id FROM updates WHERE id = ? FOR UPDATE", (update.id,))
         complete = asyncio.create_task(api.complete(update))
-        await asyncio.sleep(0.3)  # complete waits for the update row
+        await until_blocked(app)  # complete waits for the update row
         cancel = asyncio.create_task(api.cancel(update))
-        await asyncio.sleep(0.3)  # cancel holds the stack row and waits for the update row
+        await until_blocked(app, 2)  # and cancel waits too, behind it or for the stack row
     responses = [await complete, await cancel]
     statuses = [r.status_code for r in responses]
     assert 503 not in statuses and 500 not in statuses, statuses

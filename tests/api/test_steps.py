@@ -17,7 +17,15 @@ from procella import create_app
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.settings import Settings
 from procella.workers.gc import BLOB_PREFIX
-from tests.helpers import DEFAULT_ORG, Api, assert_ok, compact, delta_between, sha256_hex
+from tests.helpers import (
+    DEFAULT_ORG,
+    Api,
+    assert_ok,
+    compact,
+    delta_between,
+    sha256_hex,
+    text_edit,
+)
 
 S = f"{DEFAULT_ORG}/proj/dev"
 
@@ -180,3 +188,25 @@ async def test_pending_operations_written_by_the_delta_writer_are_exported_reada
         assert exported["deployment"]["pending_operations"] == pending
         assert "pendingOperations" not in exported["deployment"]
         await assert_ok(await api.complete(update), 204)
+
+
+async def test_insertions_at_one_offset_rebuild_in_the_order_they_were_sent(
+    settings: Settings,
+) -> None:
+    """gotextdiff applies edits sorted stably by span, so two insertions at one offset go
+    in the order they were sent; the hash the CLI sends is of that text. The stored edits
+    must rebuild the same text on any replica (found by tests/property/test_deltas.py:
+    the rebuild applied such insertions in reverse order, so the export differed from the
+    checkpoint the server had acknowledged)."""
+    first = state({"a": 10, "b": 10}, 1)
+    at = first.index(b"bbbb")
+    second = first[:at] + b"xy" + first[at:]
+    edits = [text_edit(at, at, "x"), text_edit(at, at, "y")]
+    async with replica(settings) as (_, api):
+        await api.new_stack(S)
+        update = await api.started(S)
+        await assert_ok(await api.verbatim(update, first, 1), 204)
+        await assert_ok(await api.delta(update, edits, sha256_hex(second), 2), 204)
+        await assert_ok(await api.complete(update), 204)
+    async with replica(settings) as (_, fresh):
+        assert await fresh.export_bytes(S) == second

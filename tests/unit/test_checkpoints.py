@@ -8,6 +8,7 @@ import json
 import pytest
 
 from procella.errors import BadRequest
+from procella.updates import deltas
 from procella.updates.checkpoints import (
     EMPTY_DEPLOYMENT,
     KNOWN_FEATURES,
@@ -49,6 +50,10 @@ PREV = b"0123456789"
 )
 def test_apply_text_edits(edits: list[TextEdit], expected: bytes) -> None:
     assert apply_text_edits(PREV, edits) == expected
+    # The same edits stored as a step rebuild the same text (two inserts at one offset
+    # once came back in reverse order: tests/property/test_deltas.py).
+    assert deltas.apply_chain(PREV, [edits]) == expected
+    assert deltas.apply_chain(PREV, [deltas.decode(deltas.encode(edits))]) == expected
 
 
 def test_apply_text_edits_uses_byte_offsets() -> None:

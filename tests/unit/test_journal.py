@@ -21,8 +21,8 @@ from procella.updates.journal import (
     check_entry,
     elide_unchanged,
     make_manifest,
-    resource_digest,
     replay,
+    resource_digest,
     wrapper_text,
 )
 
