@@ -6,7 +6,10 @@ here. The key is the content's own hash, and the caller always asks for the hash
 database row holds, so a miss costs a read and a stale entry cannot exist.
 
 Each text belongs to a stack, and a stack keeps only its newest text: the next step
-needs that one and no other, so a large stack holds one copy, not a window of them.
+needs that one and no other, so a large stack holds one copy, not a window of them. With
+the text goes its position (version, step), when the caller knows it: a replica whose
+newest text is a few steps behind (behind a load balancer, the steps of one update land
+on every replica) catches up by applying the steps' deltas, not by rebuilding it all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class CheckpointCache:
         self.max_bytes = max_bytes
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._newest: dict[str, str] = {}  # stack id -> sha256 of its newest text
+        self._position: dict[str, tuple[int, int]] = {}  # stack id -> its (version, seq)
         self._size = 0
 
     def get(self, sha256: str) -> bytes | None:
@@ -27,12 +31,25 @@ class CheckpointCache:
             self._items.move_to_end(sha256)
         return text
 
-    def put(self, sha256: str, text: bytes, stack_id: str) -> None:
+    def newest(self, stack_id: str) -> tuple[int, int, bytes] | None:
+        """The stack's newest text with its (version, seq), if cached and placed."""
+        sha256 = self._newest.get(stack_id)
+        position = self._position.get(stack_id)
+        text = None if sha256 is None else self._items.get(sha256)
+        return None if text is None or position is None else (*position, text)
+
+    def put(
+        self, sha256: str, text: bytes, stack_id: str, position: tuple[int, int] | None = None
+    ) -> None:
+        """Keep ``text`` as the stack's newest; ``position`` is its (version, seq)."""
         if len(text) > self.max_bytes:
             return
         older = self._newest.get(stack_id)
         if older is not None and older != sha256:
             self._drop(older)
+            self._position.pop(stack_id, None)
+        if position is not None:
+            self._position[stack_id] = position
         self._newest[stack_id] = sha256
         if sha256 in self._items:
             self._items.move_to_end(sha256)

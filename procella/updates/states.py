@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -175,6 +176,9 @@ class States:
         cached = self.texts.cache.get(record.sha256)
         if cached is not None:
             return cached
+        caught_up = await self._catch_up(record)
+        if caught_up is not None:
+            return caught_up
         if record.base_version is None:
             try:
                 base = await self.texts.load_full(record)
@@ -199,7 +203,36 @@ class States:
             text = await asyncio.to_thread(deltas.apply_chain, base, chain)
         if await asyncio.to_thread(cp.sha256_hex, text) != record.sha256:
             raise _Moved()
-        self.texts.cache.put(record.sha256, text, record.stack_id)
+        self.texts.cache.put(record.sha256, text, record.stack_id, (record.version, record.seq))
+        return text
+
+    async def _catch_up(self, record: CheckpointRecord) -> bytes | None:
+        """The row's text from this replica's newest text of the stack, when that is an
+        earlier step of the same version whose later deltas are all still stored: only
+        those deltas are read and applied. None when it is not (or the result's hash
+        says otherwise): the caller rebuilds the text from its base."""
+        cached = self.texts.cache.newest(record.stack_id)
+        if cached is None:
+            return None
+        version, seq, text = cached
+        # Deltas after a full text apply to it; a compaction deleted those before it.
+        first = record.full_seq if record.base_version is None else 0
+        if version != record.version or not first <= seq < record.seq:
+            return None
+        async with self.meta.read() as conn:
+            stored = await checkpoint_q.deltas(
+                conn, record.stack_id, record.version, seq, record.seq
+            )
+        if len(stored) != record.seq - seq:
+            return None
+        try:
+            chain = [deltas.decode(d) for d in stored]
+            text = await asyncio.to_thread(deltas.apply_chain, text, chain)
+        except (ValueError, struct.error):
+            return None
+        if await asyncio.to_thread(cp.sha256_hex, text) != record.sha256:
+            return None
+        self.texts.cache.put(record.sha256, text, record.stack_id, (record.version, record.seq))
         return text
 
     async def resource_count(self, stack_id: str) -> int:

@@ -69,12 +69,13 @@ class StepWriter:
         assert update.version is not None
         seq = update.checkpoint_seq + 1
         step = await self._step(update, text, digest, seq, edits)
-        if step.text is None:
-            self.texts.cache.put(digest, text, update.stack_id)
         async with self.meta.single_write() as conn:
             saved, superseded = await checkpoint_q.save_step(conn, update, token_hash(token), step)
             if not saved:
                 await _explain_lost_race(conn, update.id, seq, digest)
+        # The stack's newest text, and where it is: the next step's previous text here, and
+        # on another replica the text it catches up from (``States.load``).
+        self.texts.cache.put(digest, text, update.stack_id, (update.version, seq))
         if superseded is not None:
             await self.texts.delete(superseded)
 

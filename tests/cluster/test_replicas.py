@@ -168,3 +168,36 @@ async def test_a_journal_sent_to_every_replica_is_one_state(replicas: list[Api])
         ]
     [info] = await r1.history(STACK)
     assert (info["result"], info["resourceCount"]) == ("succeeded", 6)
+
+
+async def test_a_replica_behind_catches_up_by_the_deltas_it_missed(
+    cluster_settings: Settings,
+) -> None:
+    # Behind a load balancer the steps of one update land on every replica in turn. A
+    # replica whose newest text of the stack is an earlier step of the update applies the
+    # deltas since then, and does not read the full text from the blob store again.
+    settings = cluster_settings.replace(checkpoint_inline_max_bytes=256)
+    async with create_app(settings).test_app() as a, create_app(settings).test_app() as b:
+        first, second = Api(a.test_client()), Api(b.test_client())
+        blob_reads = {id(a): 0, id(b): 0}
+        for app in (a, b):
+            texts = app.app.extensions["procella"].updates.states.texts
+            read = texts.blobs.get
+
+            async def counted(key: str, read=read, app=app) -> bytes:  # type: ignore[no-untyped-def]
+                blob_reads[id(app)] += 1
+                return await read(key)
+
+            texts.blobs.get = counted
+        await first.new_stack(STACK)
+        update = await first.started(STACK)
+        texts = [compact(untyped(n)) for n in range(20, 26)]
+        await assert_ok(await first.verbatim(update, texts[0], 1), 204)
+        for seq in range(2, len(texts) + 1):
+            api = second if seq % 2 == 0 else first
+            edits = delta_between(texts[seq - 2], texts[seq - 1])
+            await assert_ok(await api.delta(update, edits, sha256_hex(texts[seq - 1]), seq), 204)
+        # b read the full text once (step 2); each later step came from its own newest text.
+        assert blob_reads == {id(a): 0, id(b): 1}
+        await assert_ok(await first.complete(update), 204)
+        assert await second.export_bytes(STACK) == texts[-1]
