@@ -3,6 +3,8 @@
 ``create_app()`` does no network or database I/O; the stores open when the app starts
 serving (``while_serving``) and close after it stops. Serve it with ``procella serve``,
 or with ``hypercorn "procella.app:create_app()"``, or mount it in your own ASGI host.
+It never configures logging (``procella serve`` does, in ``procella.serving``): a host
+that mounts it keeps its own.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from collections.abc import AsyncGenerator
 
 from quart import Quart
 
-from procella import logs
-from procella.api import errors, routes
+from procella.api import errors, observe, routes
 from procella.api.context import EXTENSION, Services
 from procella.api.drain import DrainRequestBody
 from procella.auth.service import AuthService
@@ -33,7 +34,6 @@ from procella.workers.supervisor import Supervisor
 
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings.from_env()
-    logs.configure(settings.log_level)
     app = Quart("procella")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -41,8 +41,11 @@ def create_app(settings: Settings | None = None) -> Quart:
         RESPONSE_TIMEOUT=settings.request_timeout,
     )
     app.register_blueprint(routes.blueprint())
+    observe.register(app, settings)
     errors.register(app)
     app.asgi_app = DrainRequestBody(app.asgi_app)  # type: ignore[method-assign]
+    # Outermost: the request id and the timing cover everything the app does.
+    app.asgi_app = observe.ObserveRequests(app.asgi_app)  # type: ignore[method-assign]
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

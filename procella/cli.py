@@ -6,16 +6,13 @@ Every command reads the same ``PROCELLA_*`` settings as the server.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from procella import logs
 from procella.auth.models import Role
 from procella.errors import ConfigurationError, ProcellaError
 from procella.settings import Settings, markdown_table
@@ -60,51 +57,13 @@ def main() -> None:
 @click.option("--workers", type=int, help="Worker processes (PROCELLA_WORKERS).")
 def serve(listen: str | None, workers: int | None) -> None:
     """Serve the Pulumi service API (with hypercorn)."""
-    from hypercorn.config import Config
-    from hypercorn.run import run
+    from procella.serving import serve as run_server
 
     settings = _settings(listen_addr=listen, workers=workers)
-    logs.configure(settings.log_level)
-    host, port = settings.listen_host_port
-    config = Config()
-    config.application_path = "procella.app:create_app()"  # for worker processes
-    config.bind = [f"{host}:{port}"]
-    config.graceful_timeout = settings.shutdown_timeout_seconds
-    # hypercorn logs through our handlers (logs.configure), not handlers of its own.
-    config.errorlog = logging.getLogger("hypercorn.error")
-    if settings.log_level.upper() == "DEBUG":
-        config.accesslog = logging.getLogger("hypercorn.access")
-        config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # L: seconds taken
-    config.keep_alive_timeout = 75  # longer than the idle timeouts of common load balancers
-    if settings.workers == 1:
-        asyncio.run(_serve_in_process(settings, config))
-        return
-    config.workers = settings.workers
     # Worker processes rebuild the settings from the environment: pass the overrides on.
     if listen is not None:
         os.environ["PROCELLA_LISTEN_ADDR"] = listen
-    sys.exit(run(config))
-
-
-async def _serve_in_process(settings: Settings, config: Any) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: /readyz fails at once, the listener
-    closes, in-flight requests get up to PROCELLA_SHUTDOWN_TIMEOUT_SECONDS, and only then
-    do the workers stop and the stores close."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-
-    from procella.app import create_app, mark_draining
-
-    app = create_app(settings)
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        mark_draining(app)
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    sys.exit(run_server(settings))
 
 
 @main.command()

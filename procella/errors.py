@@ -76,4 +76,12 @@ class StackNotEmpty(Conflict):
 
 
 class TransientStoreError(ProcellaError):
-    """A database failure that a retry of the whole request can fix."""
+    """A database failure that a retry of the whole request can fix.
+
+    ``cause`` is a short name chosen by the raiser from a fixed set (``deadlock``,
+    ``pool_timeout``, ``blob_store``, ...): it labels the 503 in the metrics.
+    """
+
+    def __init__(self, message: str, cause: str = "other") -> None:
+        super().__init__(message)
+        self.cause = cause

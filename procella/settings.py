@@ -69,6 +69,12 @@ class Settings:
         ":9090",
         "Address to listen on, `host:port` or `:port` (all interfaces).",
     )
+    metrics_listen_addr: str = _setting(
+        "",
+        "Address of a separate listener for `GET /metrics` (`host:port` or `:port`), so it "
+        "need not be public; the main listener then answers 404 there. Empty: /metrics is on "
+        "the main listener.",
+    )
     workers: int = _setting(1, "Number of server worker processes (`procella serve` only).")
     data_dir: str = _setting(
         "./procella-data",
@@ -182,6 +188,11 @@ class Settings:
         "On SIGTERM, how long in-flight requests may take to finish.",
     )
     log_level: str = _setting("INFO", "Python log level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = _setting(
+        "text",
+        "Log lines of `procella serve`: `text` (one line each, with the request id) or `json` "
+        "(one JSON object each).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -227,8 +238,12 @@ class Settings:
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen_addr.rpartition(":")
-        return (host or "0.0.0.0", int(port))
+        return _host_port(self.listen_addr)
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        """The separate /metrics listener, or None when /metrics is on the main one."""
+        return _host_port(self.metrics_listen_addr) if self.metrics_listen_addr else None
 
     def validate(self) -> None:
         """Reject values that cannot work, with the variable's name in the message."""
@@ -240,6 +255,7 @@ class Settings:
             self.listen_host_port  # noqa: B018 - parsing is the check
         except ValueError:
             fail("listen_addr", f"expected host:port or :port, got {self.listen_addr!r}")
+        self._validate_observability(fail)
         url = self.resolved_database_url
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             fail("database_url", "must start with sqlite:///, postgresql:// or postgres://")
@@ -270,11 +286,30 @@ class Settings:
         if self.max_inflated_bytes < self.max_request_bytes:
             fail("max_inflated_bytes", "must be at least PROCELLA_MAX_REQUEST_BYTES")
 
+    def _validate_observability(self, fail: Callable[[str, str], None]) -> None:
+        try:
+            metrics = self.metrics_host_port
+        except ValueError:
+            metrics = None
+            got = self.metrics_listen_addr
+            fail("metrics_listen_addr", f"expected host:port or :port, got {got!r}")
+        if metrics is not None and metrics[1] in (0, self.listen_host_port[1]):
+            fail("metrics_listen_addr", "needs a port of its own, not 0 or the main listener's")
+        if self.log_format not in ("text", "json"):
+            fail("log_format", f"must be text or json, got {self.log_format!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            fail("log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
 
 SETTINGS: tuple[Setting, ...] = tuple(
     Setting(f.name, f.default, f.metadata["help"], f.metadata["secret"])
     for f in dataclasses.fields(Settings)
 )
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return (host or "0.0.0.0", int(port))
 
 
 def _is_hex_key(text: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import request
 
+from procella import logs
 from procella.api.context import services
 from procella.auth.models import Principal, Role
 from procella.errors import Unauthorized
@@ -24,7 +25,9 @@ async def principal() -> Principal:
     header = request.headers.get("Authorization", "")
     # Bearer is accepted too, for scripts and other HTTP clients.
     scheme = "bearer" if header.lower().startswith("bearer ") else "token"
-    return await services().auth.authenticate(_credential(scheme))
+    caller = await services().auth.authenticate(_credential(scheme))
+    logs.note(login=caller.login)
+    return caller
 
 
 async def member_of(org: str) -> Principal:

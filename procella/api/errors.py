@@ -12,7 +12,7 @@ import logging
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
-from procella import errors
+from procella import errors, metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def register(app: Quart) -> None:
     @app.errorhandler(errors.ProcellaError)
     async def domain_error(exc: errors.ProcellaError) -> Response:
         status = status_of(exc)
+        if isinstance(exc, errors.TransientStoreError):
+            metrics.TRANSIENT_ERRORS.labels(exc.cause).inc()
         if status >= 500:
             log.warning("request failed: %s", exc.message)
         return error_response(status, exc.message)

@@ -8,6 +8,7 @@ from typing import Any, TypeGuard
 
 from quart import Response, request
 
+from procella import logs
 from procella.api import wire
 from procella.api.auth import member_of, principal, update_token
 from procella.api.body import (
@@ -124,7 +125,9 @@ async def _lease_holder(
     updates = services().updates
     ref = stack_ref(org, project, stack)
     check = updates.authorize if live else updates.identify
-    return await check(ref, update_id, token), token
+    update = await check(ref, update_id, token)
+    logs.note(login=update.created_by)  # the lease is the CLI of whoever created the update
+    return update, token
 
 
 async def renew_lease(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:

@@ -38,7 +38,7 @@ async def _transient_errors() -> AsyncIterator[None]:
     try:
         yield
     except (BotoCoreError, ClientError, aiohttp.ClientError, OSError) as exc:
-        raise TransientStoreError(f"blob store unavailable, retry: {exc}") from exc
+        raise TransientStoreError(f"blob store unavailable, retry: {exc}", "blob_store") from exc
 
 
 class S3BlobStore:

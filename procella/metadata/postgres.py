@@ -25,8 +25,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from procella.errors import BadRequest, ConfigurationError, NotFound, TransientStoreError
-from procella.metadata import migrations
-from procella.metadata.base import GONE, Row, UniqueViolation
+from procella.metadata import metered, migrations
+from procella.metadata.base import GONE, Connection, Row, UniqueViolation
 from procella.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,17 @@ def _translate(sql: str) -> str:
     return _PLACEHOLDER.sub("%s", sql.replace("%", "%%")).replace("NOW_MS", _NOW_MS)
 
 
-_TRANSIENT = (
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.LockNotAvailable,
-    pg_errors.QueryCanceled,  # statement_timeout
-    pg_errors.AdminShutdown,
-    pg_errors.CannotConnectNow,
-    psycopg.OperationalError,
-    PoolTimeout,
+# Transient failures and the cause each is counted under (a 503 the CLI retries). Most
+# specific first: several are subclasses of OperationalError.
+_TRANSIENT: tuple[tuple[type[Exception], str], ...] = (
+    (pg_errors.SerializationFailure, "serialization_failure"),
+    (pg_errors.DeadlockDetected, "deadlock"),
+    (pg_errors.LockNotAvailable, "lock_not_available"),
+    (pg_errors.QueryCanceled, "statement_timeout"),
+    (pg_errors.AdminShutdown, "admin_shutdown"),
+    (pg_errors.CannotConnectNow, "cannot_connect_now"),
+    (PoolTimeout, "pool_timeout"),
+    (psycopg.OperationalError, "connection"),
 )
 
 
@@ -71,8 +73,11 @@ def _map_error(exc: Exception) -> Exception:
         return NotFound(GONE)
     if isinstance(exc, psycopg.DataError):  # e.g. a NUL character, which text cannot hold
         return BadRequest(f"the request holds a value the database cannot store: {exc}")
-    if isinstance(exc, _TRANSIENT):
-        return TransientStoreError(f"database unavailable, retry: {type(exc).__name__}")
+    for kind, cause in _TRANSIENT:
+        if isinstance(exc, kind):
+            return TransientStoreError(
+                f"database unavailable, retry: {type(exc).__name__}", cause=cause
+            )
     return exc
 
 
@@ -191,7 +196,9 @@ class PostgresStore:
         pool = self._pool
         assert pool is not None, "store is not open"
         try:
-            async with pool.connection() as conn:
+            async with metered.checkout(pool.connection()) as conn:
+                stats = pool.get_stats()
+                metered.pool_state(stats["pool_size"], stats["pool_available"], stats["pool_max"])
                 yield conn
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, TransientStoreError) else exc
@@ -211,25 +218,25 @@ class PostgresStore:
             self._recheck = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PostgresConnection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         async with self._connection() as conn:
             try:
                 async with conn.transaction():
-                    yield PostgresConnection(conn)
+                    yield metered.MeteredConnection(PostgresConnection(conn))
             except (psycopg.Error, PoolTimeout) as exc:  # e.g. the COMMIT itself failed
                 raise _map_error(exc) from exc
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[PostgresConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
         # No BEGIN/COMMIT: at READ COMMITTED every statement takes its own snapshot even
         # inside a transaction, so autocommit reads see exactly the same, in fewer trips.
         async with self._connection() as conn:
-            yield PostgresConnection(conn)
+            yield metered.MeteredConnection(PostgresConnection(conn))
 
     @asynccontextmanager
-    async def single_write(self) -> AsyncIterator[PostgresConnection]:
+    async def single_write(self) -> AsyncIterator[Connection]:
         async with self._connection() as conn:
-            yield PostgresConnection(conn)
+            yield metered.MeteredConnection(PostgresConnection(conn))
 
     async def _dedicated(self) -> psycopg.AsyncConnection[Any]:
         """A connection outside the pool, for session-level advisory locks: the lock must

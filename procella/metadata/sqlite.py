@@ -23,8 +23,8 @@ from typing import Any
 import aiosqlite
 
 from procella.errors import ConfigurationError, NotFound, TransientStoreError
-from procella.metadata import migrations
-from procella.metadata.base import GONE, Row, UniqueViolation
+from procella.metadata import metered, migrations
+from procella.metadata.base import GONE, Connection, Row, UniqueViolation
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _map_error(exc: sqlite3.Error) -> Exception:
     if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
         return NotFound(GONE)
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return TransientStoreError("the database is busy; retry")
+        return TransientStoreError("the database is busy; retry", cause="database_busy")
     return exc
 
 
@@ -134,6 +134,7 @@ class SqliteStore:
             self._writer = await self._connect()
             for _ in range(_READERS):
                 self._readers.put_nowait(await self._connect())
+            metered.pool_state(len(self._all), _READERS, len(self._all))
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise ConfigurationError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -150,33 +151,36 @@ class SqliteStore:
             await conn.fetchone("SELECT 1")
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqliteConnection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         db = self._writer
         assert db is not None, "store is not open"
-        await self._write_lock.acquire()
+        with metered.checkout_wait():
+            await self._write_lock.acquire()
         try:
             try:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _map_error(exc) from exc
-            yield SqliteConnection(db)
+            yield metered.MeteredConnection(SqliteConnection(db))
             await db.execute("COMMIT")
         except BaseException:
             await _finish(db, self._write_lock.release)
             raise
         self._write_lock.release()
 
-    def single_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
+    def single_write(self) -> AbstractAsyncContextManager[Connection]:
         return self.transaction()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[SqliteConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
         # Autocommit: each statement reads the latest committed state, as PostgreSQL's
         # READ COMMITTED does, and no transaction is left to clean up after a cancellation.
         assert self._writer is not None, "store is not open"
-        db = await self._readers.get()
+        with metered.checkout_wait():
+            db = await self._readers.get()
+        metered.pool_state(len(self._all), self._readers.qsize(), len(self._all))
         try:
-            yield SqliteConnection(db)
+            yield metered.MeteredConnection(SqliteConnection(db))
         finally:
             self._readers.put_nowait(db)
 

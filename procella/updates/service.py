@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from procella import metrics
 from procella.auth.models import Principal, Role, new_lease_token, token_hash
 from procella.errors import (
     BadRequest,
@@ -37,6 +39,8 @@ from procella.updates.journal import JournalEntry
 from procella.updates.models import COMPLETE_STATUSES
 from procella.updates.states import States
 from procella.updates.steps import StepWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,17 @@ class UpdateService:
                 raise UpdateConflict(CONFLICT_MESSAGE) from None
             if tags is not None:
                 await stack_q.replace_tags(conn, stack.id, tags)
+        kind = metrics.update_kind(update.kind, update.is_preview)
+        metrics.UPDATES_STARTED.labels(kind).inc()
+        log.info(
+            "update %s started: %s of %s by %s (version %s, %s)",
+            update.id,
+            kind,
+            ref,
+            principal.login,
+            version,
+            "journal" if journal_version else "checkpoints",
+        )
         return Lease(version, token, expires, journal_version)
 
     async def cancel(self, principal: Principal, ref: StackRef, update_id: str) -> None:
@@ -162,6 +177,9 @@ class UpdateService:
                 return
             await update_q.finish(conn, update.id, update_q.CANCELLED)
             await stack_q.clear_active_update(conn, stack.id, update.id)
+        kind = metrics.update_kind(update.kind, update.is_preview)
+        metrics.UPDATE_OUTCOMES.labels(kind, "aborted").inc()
+        log.info("update %s cancelled by %s: %s of %s", update.id, principal.login, kind, ref)
         await self.states.settle_by_id(update.id)
 
     async def get(self, principal: Principal, ref: StackRef, update_id: str) -> UpdateRecord:
@@ -209,6 +227,7 @@ class UpdateService:
         seconds = max(1, min(duration, self.lease_max_seconds))
         async with self.meta.transaction() as conn:
             expires = await update_q.renew_lease(conn, update.id, token_hash(token), seconds * 1000)
+        metrics.LEASE_RENEWALS.labels("refused" if expires is None else "renewed").inc()
         if expires is None:
             raise LeaseInvalid("the update's lease has expired or the update has ended")
         return expires
@@ -219,7 +238,8 @@ class UpdateService:
         digest = cp.sha256_hex(state.text)
         if digest == update.checkpoint_sha:
             return  # a retry, or a step that changed nothing
-        await self.steps.store(update, token, state.text, digest)
+        stored = await self.steps.store(update, token, state.text, digest)
+        metrics.STEP_BYTES.labels("whole").observe(stored)
 
     async def save_verbatim(
         self, update: UpdateRecord, token: str, sequence: int, state: cp.State
@@ -229,7 +249,8 @@ class UpdateService:
         digest = cp.sha256_hex(state.text)
         if self._already_saved(update, sequence, digest):
             return
-        await self.steps.store(update, token, state.text, digest)
+        stored = await self.steps.store(update, token, state.text, digest)
+        metrics.STEP_BYTES.labels("whole").observe(stored)
 
     async def save_delta(
         self,
@@ -255,7 +276,8 @@ class UpdateService:
         actual = await asyncio.to_thread(cp.sha256_hex, text)
         if actual != digest:
             raise BadRequest(f"checkpoint hash mismatch: expected {digest}, got {actual}")
-        await self.steps.store(update, token, text, digest, edits)
+        stored = await self.steps.store(update, token, text, digest, edits)
+        metrics.STEP_BYTES.labels("delta").observe(stored)
 
     @staticmethod
     def _already_saved(update: UpdateRecord, sequence: int, digest: str) -> bool:
@@ -301,6 +323,7 @@ class UpdateService:
                     )
             new = [e for e in batch.values() if e.sequence_id not in known]
             await journal_q.append(conn, update.id, count, new)
+        metrics.STEP_BYTES.labels("journal").observe(sum(len(e.body) for e in new))
 
     async def record_events(self, update: UpdateRecord, events: list[Event]) -> None:
         async with self.meta.transaction() as conn:
@@ -341,7 +364,9 @@ class UpdateService:
             if journaled is not None:
                 if locked.journal_count != journaled.entries:
                     # A batch landed after the replay read the journal: replay again.
-                    raise TransientStoreError("the journal changed while it was replayed")
+                    raise TransientStoreError(
+                        "the journal changed while it was replayed", cause="journal_changed"
+                    )
                 await journaled.save(conn, locked)
             elif recounted is not None:
                 assert locked.version is not None
@@ -354,6 +379,9 @@ class UpdateService:
             if not update.is_preview:
                 await stack_q.clear_active_update(conn, update.stack_id, update.id)
                 await stack_q.record_update_time(conn, update.stack_id)
+        kind = metrics.update_kind(update.kind, update.is_preview)
+        metrics.UPDATE_OUTCOMES.labels(kind, final).inc()
+        log.info("update %s %s: %s, %s resources", update.id, final, kind, count)
 
     async def _results(self, update: UpdateRecord) -> tuple[str | None, int | None]:
         """The update's resource changes (from its summary event) and the resources in

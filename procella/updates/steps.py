@@ -63,9 +63,10 @@ class StepWriter:
         text: bytes,
         digest: str,
         edits: list[cp.TextEdit] | None = None,
-    ) -> None:
+    ) -> int:
         """Store ``text`` (hash ``digest``) as the update's next step. ``edits`` turn the
-        previous step's text into it, when the caller has them."""
+        previous step's text into it, when the caller has them. Returns the bytes stored:
+        the encoded delta, or the full text when the step compacted."""
         assert update.version is not None
         seq = update.checkpoint_seq + 1
         step = await self._step(update, text, digest, seq, edits)
@@ -78,6 +79,7 @@ class StepWriter:
         self.texts.cache.put(digest, text, update.stack_id, (update.version, seq))
         if superseded is not None:
             await self.texts.delete(superseded)
+        return step.size if step.edits is None else len(step.edits)
 
     async def _step(
         self,

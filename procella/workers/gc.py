@@ -11,10 +11,12 @@ to a write in flight).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
+from procella import metrics
 from procella.blobs.base import BlobStore
 from procella.metadata.base import MetadataStore
 from procella.metadata.queries import checkpoints as checkpoint_q
@@ -59,8 +61,9 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
         pruned_entries = await journal_q.prune_materialized(conn)
     deleted = await collect_blobs(meta, blobs, settings.gc_blob_grace_seconds)
     report = GcReport(leases, unstarted, pruned, settled, pruned_entries, deleted)
-    if report != GcReport():
-        log.info("gc: %s", report)
+    for item, count in dataclasses.asdict(report).items():
+        if count:
+            metrics.GC_COLLECTED.labels(item).inc(count)
     return report
 
 
@@ -69,9 +72,14 @@ async def cancel_expired_leases(meta: MetadataStore, grace_ms: int) -> int:
     async with meta.read() as conn:
         expired = await gc_q.expired_leases(conn, grace_ms)
     cancelled = 0
-    for update_id, stack_id in expired:
+    for update_id, stack_id, kind, is_preview in expired:
         async with meta.transaction() as conn:
-            cancelled += await gc_q.cancel_expired_lease(conn, update_id, stack_id, grace_ms)
+            done = await gc_q.cancel_expired_lease(conn, update_id, stack_id, grace_ms)
+        if done:
+            cancelled += 1
+            metrics.LEASE_EXPIRIES.inc()
+            metrics.UPDATE_OUTCOMES.labels(metrics.update_kind(kind, is_preview), "expired").inc()
+            log.info("gc: update %s cancelled: its lease expired", update_id)
     return cancelled
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
+from procella import metrics
 from procella.blobs.base import BlobStore
 from procella.metadata.base import MetadataStore
 from procella.settings import Settings
-from procella.workers.gc import run_gc_once
+from procella.workers.gc import GcReport, run_gc_once
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,32 @@ class Supervisor:
 
     async def gc_tick(self) -> bool:
         """One attempt: run a cycle if this replica gets the lock. Returns whether it ran."""
-        async with self.meta.exclusive("gc") as holder:
-            if not holder:
-                return False
-            await run_gc_once(self.meta, self.blobs, self.settings)
-            return True
+        try:
+            async with self.meta.exclusive("gc") as holder:
+                if not holder:
+                    metrics.GC_CYCLES.labels("skipped").inc()
+                    return False
+                await self._gc_cycle()
+                return True
+        except Exception:
+            metrics.GC_CYCLES.labels("failed").inc()
+            raise
+
+    async def _gc_cycle(self) -> None:
+        """One cycle, under the lock: timed, counted, summed up in the log."""
+        metrics.GC_LOCK_HELD.set(1)
+        started = time.perf_counter()
+        try:
+            report = await run_gc_once(self.meta, self.blobs, self.settings)
+        finally:
+            metrics.GC_LOCK_HELD.set(0)
+        seconds = time.perf_counter() - started
+        metrics.GC_CYCLES.labels("ran").inc()
+        metrics.GC_DURATION.observe(seconds)
+        metrics.GC_LAST_CYCLE.set(time.time())
+        # A cycle a minute: at INFO only when it collected something, so idle is quiet.
+        level = logging.INFO if report != GcReport() else logging.DEBUG
+        log.log(level, "gc cycle in %.2f s: %s", seconds, report)
 
     @staticmethod
     async def _every(interval: float, tick: Callable[[], Awaitable[object]]) -> None:

@@ -153,6 +153,11 @@ def test_key_is_accepted_in_upper_case() -> None:
         ({"max_request_bytes": "0"}, "MAX_REQUEST_BYTES"),
         ({"max_request_bytes": "100", "max_inflated_bytes": "99"}, "MAX_INFLATED_BYTES"),
         ({"database_pool_min_size": "5", "database_pool_max_size": "2"}, "DATABASE_POOL_MIN_SIZE"),
+        ({"metrics_listen_addr": "nope"}, "METRICS_LISTEN_ADDR"),
+        ({"metrics_listen_addr": ":9090"}, "METRICS_LISTEN_ADDR"),  # the main listener's port
+        ({"metrics_listen_addr": ":0"}, "METRICS_LISTEN_ADDR"),
+        ({"log_format": "xml"}, "LOG_FORMAT"),
+        ({"log_level": "LOUD"}, "LOG_LEVEL"),
     ],
 )
 def test_validation(values: dict[str, str], variable: str) -> None:
@@ -163,6 +168,8 @@ def test_validation(values: dict[str, str], variable: str) -> None:
 def test_listen_addr_forms() -> None:
     assert Settings(listen_addr="127.0.0.1:8080").listen_host_port == ("127.0.0.1", 8080)
     assert Settings(listen_addr=":1").listen_host_port == ("0.0.0.0", 1)
+    assert Settings().metrics_host_port is None
+    assert Settings(metrics_listen_addr=":9100").metrics_host_port == ("0.0.0.0", 9100)
 
 
 def test_derived_paths(tmp_path: Path) -> None:

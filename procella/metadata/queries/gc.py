@@ -6,13 +6,15 @@ from procella.metadata.base import Connection
 from procella.metadata.queries import updates as update_q
 
 
-async def expired_leases(conn: Connection, grace_ms: int) -> list[tuple[str, str]]:
-    """``(update id, stack id)`` of running updates whose lease ended over ``grace_ms`` ago."""
+async def expired_leases(conn: Connection, grace_ms: int) -> list[tuple[str, str, str, bool]]:
+    """``(update id, stack id, kind, is preview)`` of running updates whose lease ended over
+    ``grace_ms`` ago."""
     rows = await conn.fetchall(
-        "SELECT id, stack_id FROM updates WHERE status = ? AND lease_expires_at < NOW_MS - ?",
+        "SELECT id, stack_id, kind, is_preview FROM updates "
+        "WHERE status = ? AND lease_expires_at < NOW_MS - ?",
         (update_q.RUNNING, grace_ms),
     )
-    return [(str(u), str(s)) for u, s in rows]
+    return [(str(u), str(s), str(k), bool(p)) for u, s, k, p in rows]
 
 
 async def cancel_expired_lease(
