@@ -24,7 +24,10 @@ STEP_ROUTE = {
 
 
 def replicas(server: ProcellaServer | Cluster) -> list[ProcellaServer]:
-    return server.replicas if isinstance(server, Cluster) else [server]
+    """The live replicas: test_cluster.py kills one of the shared cluster's on purpose."""
+    if not isinstance(server, Cluster):
+        return [server]
+    return [r for r in server.replicas if r.process is not None and r.process.poll() is None]
 
 
 def scrape(server: ProcellaServer | Cluster) -> tuple[Samples, str]:
