@@ -23,80 +23,28 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from e2e_harness import free_port, kill_group, kill_session, poll
+from e2e_harness import free_port, kill_session, poll, stop_group
 
-TICK = float(os.sysconf("SC_CLK_TCK"))
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loadtest.cpu import Proc, descendants, machine_seconds, scan, tree_cpu
+
+__all__ = ["Proc", "scan", "tree_cpu"]  # bench_up.py reads the process table through here
+
 MB = 1024 * 1024
 
 
-# --- /proc -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    ppid: int
-    sid: int
-    own: float  # utime + stime, seconds
-    reaped: float  # cutime + cstime: children that exited and were waited for
-    rss: int  # bytes
-
-
-def scan() -> dict[int, Proc]:
-    """Every process on the machine, from one pass over /proc."""
-    found: dict[int, Proc] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:  # gone since listdir
-            continue
-        # comm is in parentheses and may hold spaces or ')': split after the last ')'.
-        fields = raw[raw.rindex(")") + 2 :].split()
-        # fields[0] is field 3 of proc(5) (state): ppid is field 4, session 6, utime 14,
-        # stime 15, cutime 16, cstime 17, rss (pages) 24.
-        utime, stime, cutime, cstime = (int(x) / TICK for x in fields[11:15])
-        found[int(entry)] = Proc(
-            ppid=int(fields[1]),
-            sid=int(fields[3]),
-            own=utime + stime,
-            reaped=cutime + cstime,
-            rss=int(fields[21]) * PAGE,
-        )
-    return found
-
-
-def descendants(procs: Mapping[int, Proc], roots: Iterable[int]) -> set[int]:
-    """The roots that are alive and all their live descendants."""
-    children: dict[int, list[int]] = {}
-    for pid, proc in procs.items():
-        children.setdefault(proc.ppid, []).append(pid)
-    seen: set[int] = set()
-    todo = [pid for pid in roots if pid in procs]
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(children.get(pid, []))
-    return seen
-
-
-def tree_cpu(procs: Mapping[int, Proc], roots: Sequence[int]) -> float:
-    members = descendants(procs, roots)
-    return sum(procs[p].own for p in members) + sum(procs[p].reaped for p in roots if p in procs)
+# --- /proc: the process table is loadtest/cpu.py's ----------------------------------
 
 
 def tree_rss(procs: Mapping[int, Proc], roots: Sequence[int]) -> int:
@@ -126,10 +74,7 @@ def machine_busy() -> float:
     """Busy CPU seconds of the whole machine since boot, all cores (/proc/stat). Over a run,
     what the run's own processes do not account for is load from elsewhere: other work on
     a shared machine, this process's samplers, softirq time of loopback traffic."""
-    with open("/proc/stat") as f:
-        values = [int(x) / TICK for x in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values
-    return user + nice + system + irq + softirq + steal
+    return machine_seconds()[0]
 
 
 def wait_for_quiet(max_wait: float, *, cores: float = 0.5, window: float = 3.0) -> float:
@@ -423,10 +368,5 @@ class MotoS3:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            kill_group(self.process, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                kill_group(self.process, signal.SIGKILL)
-                self.process.wait()
+            stop_group(self.process)
         self._log.close()

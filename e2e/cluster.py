@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from e2e_harness import ProcellaServer, call_api, free_port, kill_group, poll
+from e2e_harness import ProcellaServer, call_api, free_port, kill_group, poll, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICAS = 3
@@ -103,12 +103,7 @@ class Cluster:
 
     def stop(self) -> None:
         if self._caddy is not None:
-            kill_group(self._caddy, signal.SIGTERM)
-            try:
-                self._caddy.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                kill_group(self._caddy, signal.SIGKILL)
-                self._caddy.wait()
+            stop_group(self._caddy)
             self._caddy = None
         if self._caddy_log is not None:
             self._caddy_log.close()

@@ -79,6 +79,16 @@ def kill_group(process: subprocess.Popen[Any], sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
 
 
+def stop_group(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM the child's process group, then SIGKILL it if the child outlives ``timeout``."""
+    kill_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process, signal.SIGKILL)
+        process.wait()
+
+
 def kill_session(process: subprocess.Popen[Any]) -> None:
     """SIGKILL every process of the session the child leads.
 
@@ -478,12 +488,7 @@ class ProcellaServer:
     def stop(self) -> None:
         if self.process is not None:
             if self.process.poll() is None:
-                kill_group(self.process, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    kill_group(self.process, signal.SIGKILL)
-                    self.process.wait()
+                stop_group(self.process, timeout=20)
             # Worker processes of a crashed server may linger in the group.
             kill_group(self.process, signal.SIGKILL)
         if self._log is not None:

@@ -14,18 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TICK = float(os.sysconf("SC_CLK_TCK"))
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
-class _Proc:
+class Proc:
     ppid: int
+    sid: int
     own: float  # utime + stime, seconds
     reaped: float  # cutime + cstime: children that exited and were waited for
+    rss: int  # bytes
     comm: str
 
 
-def _processes() -> dict[int, _Proc]:
-    found: dict[int, _Proc] = {}
+def scan() -> dict[int, Proc]:
+    """Every process on the machine, from one pass over /proc."""
+    found: dict[int, Proc] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -33,16 +37,25 @@ def _processes() -> dict[int, _Proc]:
             raw = Path(f"/proc/{entry}/stat").read_text()
         except OSError:  # gone since listdir
             continue
-        # comm is in parentheses and may hold spaces: split after the last ')'.
+        # comm is in parentheses and may hold spaces or ')': split after the last ')'.
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
-        # fields[0] is state (field 3 of proc(5)); utime is field 14, so fields[11].
+        # fields[0] is field 3 of proc(5) (state): ppid is field 4, session 6, utime 14,
+        # stime 15, cutime 16, cstime 17, rss (pages) 24.
         utime, stime, cutime, cstime = (int(x) / TICK for x in fields[11:15])
-        found[int(entry)] = _Proc(int(fields[1]), utime + stime, cutime + cstime, comm)
+        found[int(entry)] = Proc(
+            ppid=int(fields[1]),
+            sid=int(fields[3]),
+            own=utime + stime,
+            reaped=cutime + cstime,
+            rss=int(fields[21]) * PAGE,
+            comm=comm,
+        )
     return found
 
 
-def _descendants(procs: Mapping[int, _Proc], roots: Iterable[int]) -> set[int]:
+def descendants(procs: Mapping[int, Proc], roots: Iterable[int]) -> set[int]:
+    """The roots that are alive and all their live descendants."""
     children: dict[int, list[int]] = {}
     for pid, proc in procs.items():
         children.setdefault(proc.ppid, []).append(pid)
@@ -56,24 +69,24 @@ def _descendants(procs: Mapping[int, _Proc], roots: Iterable[int]) -> set[int]:
     return seen
 
 
+def tree_cpu(procs: Mapping[int, Proc], roots: Iterable[int]) -> float:
+    """CPU seconds of the roots' live trees, plus what the roots' exited children used."""
+    roots = list(roots)
+    members = descendants(procs, roots)
+    return sum(procs[p].own for p in members) + sum(procs[p].reaped for p in roots if p in procs)
+
+
 def component_seconds(roots: Mapping[str, Iterable[int]]) -> dict[str, float]:
     """CPU seconds used so far by each named component."""
-    procs = _processes()
-    out: dict[str, float] = {}
-    for name, pids in roots.items():
-        pids = list(pids)
-        members = _descendants(procs, pids)
-        out[name] = sum(procs[p].own for p in members) + sum(
-            procs[p].reaped for p in pids if p in procs
-        )
-    return out
+    procs = scan()
+    return {name: tree_cpu(procs, pids) for name, pids in roots.items()}
 
 
 def children_by_command(parent: int, commands: Mapping[str, str]) -> dict[str, list[int]]:
     """Direct children of ``parent`` grouped by component, matched on their command name
     (e.g. {"caddy": "caddy"}); a prefix match, since Linux cuts comm at 15 characters."""
     out: dict[str, list[int]] = {name: [] for name in commands}
-    for pid, proc in _processes().items():
+    for pid, proc in scan().items():
         if proc.ppid != parent:
             continue
         for name, command in commands.items():

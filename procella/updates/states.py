@@ -22,7 +22,6 @@ import logging
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from procella import strictjson
 from procella.blobs.base import BlobNotFound
@@ -120,7 +119,7 @@ class States:
         digests: list[bytes] = []
         if any(_may_elide(entry) for entry in entries):
             digests = await self._base_digests(update)
-        return [_compact(journal.elide_unchanged(entry.body, digests)) for entry in entries]
+        return [journal.compact_json(journal.elide_unchanged(e.body, digests)) for e in entries]
 
     async def _base_digests(self, update: UpdateRecord) -> list[bytes]:
         """The digests of the update's base resources, from a small per-replica cache; a
@@ -348,7 +347,3 @@ def _rfc3339(millis: int) -> str:
 def _may_elide(entry: JournalEntry) -> bool:
     body = entry.body
     return entry.kind is journal.Kind.SUCCESS and body.get("removeOld") is not None
-
-
-def _compact(body: dict[str, Any]) -> bytes:
-    return journal.compact_json(body)
