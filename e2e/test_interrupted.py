@@ -98,7 +98,7 @@ def test_many_killed_creates_stay_pending_in_every_mode(
         seen[0] = pending_operations(exported)
         return len(seen[0]) >= MANY  # exactly which ones is asserted after the kill
 
-    # The dynamic provider serves 4 creates at a time; the CLI begins (and records) all 12.
+    # The CLI begins (and records) all twelve; the program lets its provider hold them all.
     try:
         poll(all_pending, timeout=STARTED_TIMEOUT, message=f"{MANY} pending creates stored")
     except TimeoutError as exc:

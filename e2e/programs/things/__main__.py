@@ -19,10 +19,12 @@ Stack config picks what exists:
   at every checkpoint (``batch-encrypt``): slow and memory-hungry on every backend.
 * ``secret`` (optional, secret config): exported as the secret output ``config_secret``.
 
-Two traps of the SDK's ``pulumi.dynamic`` (3.259-3.272, Python < 3.14) are worked around here,
+Two traps of the SDK's ``pulumi.dynamic`` (3.259-3.276, Python < 3.14) are worked around here,
 not in the server: ``serialize_provider`` wraps pickle's ``_Pickler._batch_setitems`` once more
 for every resource and never restores it, so a program dies with ``RecursionError`` after
-about 233 dynamic resources; ``Thing`` puts the original back after each resource.
+about 233 dynamic resources; ``Thing`` puts the original back after each resource. And the
+provider serves its RPCs from 4 threads, so held creates would starve later Checks; the
+first held create raises the limit (``_unlimit_provider_threads``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def _wait_for(path: str, timeout: float) -> None:
     import os
     import time
 
+    _unlimit_provider_threads()
     with open(path + ".started", "a") as marker:
         marker.write(f"{os.getpid()}\n")
     deadline = time.monotonic() + timeout
@@ -100,6 +103,19 @@ def _wait_for(path: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} did not appear within {timeout} s")
         time.sleep(0.05)
+
+
+def _unlimit_provider_threads(workers: int = 64) -> None:
+    """The SDK serves a dynamic provider from a pool of 4 threads. Four creates blocked here
+    would hold all of them, and the Check of every resource registered after them would wait
+    behind: how many creates an update holds in flight would depend on which RPC came first.
+    Raising the pool's limit (read again at each submit) lets every Check through."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    for pool in gc.get_objects():
+        if isinstance(pool, ThreadPoolExecutor) and pool._max_workers < workers:
+            pool._max_workers = workers
 
 
 class Thing(Resource):
