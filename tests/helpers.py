@@ -537,6 +537,65 @@ def summary_event(sequence: int, changes: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def step_event(
+    sequence: int,
+    kind: str,
+    op: str,
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A step's engine event (``resourcePreEvent``, ``resOutputsEvent`` or
+    ``resOpFailedEvent``) with the resource's old and new state, as the CLI sends it."""
+    urn = (new or old or {}).get("urn", "urn:pulumi:dev::proj::t::r")
+    metadata: dict[str, Any] = {
+        "op": op,
+        "urn": urn,
+        "type": "pulumi-python:dynamic:Resource",
+        "old": old,
+        "new": new,
+        "keys": None,
+        "diffs": None,
+        "logical": False,
+        "provider": "",
+    }
+    body: dict[str, Any] = {"metadata": metadata}
+    if kind == "resOpFailedEvent":
+        body.update(status=1, steps=1)
+    return {"sequence": sequence, "timestamp": 1_700_000_000 + sequence, kind: body}
+
+
+def step_metadata(name: str, value: str = "v") -> dict[str, Any]:
+    """A ``StepEventStateMetadata``: what a step event says of one state of a resource."""
+    return {
+        "type": "pulumi-python:dynamic:Resource",
+        "urn": f"urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::{name}",
+        "custom": True,
+        "id": f"id-{name}",
+        "parent": "",
+        "inputs": {"value": value, "payload": "x" * 512},
+        "outputs": {"value": value, "payload": "x" * 512, "digest": f"{value}/k1"},
+        "provider": "",
+    }
+
+
+def step_events(first: int, ops: list[tuple[str, str, str | None, str | None]]) -> list[Any]:
+    """A pre and an outputs event per (op, name, old value, new value); None: no state."""
+    out: list[Any] = []
+    for op, name, old, new in ops:
+        before = None if old is None else step_metadata(name, old)
+        after = None if new is None else step_metadata(name, new)
+        for kind in ("resourcePreEvent", "resOutputsEvent"):
+            out.append(step_event(first + len(out), kind, op, before, after))
+    return out
+
+
+async def count_rows(app: TestAppProtocol, table: str) -> int:
+    async with app.app.extensions["procella"].meta.read() as conn:
+        row = await conn.fetchone(f"SELECT COUNT(*) FROM {table}")
+    assert row is not None
+    return int(row[0])
+
+
 def journal_entry(kind: int, sequence: int, op: int = 0, **fields: Any) -> dict[str, Any]:
     """A JournalEntry as the CLI serializes it (``removeOld``/``removeNew`` always present)."""
     entry: dict[str, Any] = {

@@ -244,7 +244,7 @@ def _parse_events(raw_events: list[Any]) -> list[Event]:
         if kinds[0] == "summaryEvent":
             _check_summary(event["summaryEvent"], i)
         # A batch may repeat a sequence only as a retry of the same event: keep the first.
-        events.setdefault(sequence, Event(sequence, kinds[0], json.dumps(event, allow_nan=False)))
+        events.setdefault(sequence, Event(sequence, kinds[0], event))
     return list(events.values())
 
 

@@ -35,6 +35,7 @@ from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef, check_tags
 from procella.stacks.service import CONFLICT_MESSAGE, StackService, stack_not_found
 from procella.updates import checkpoints as cp
+from procella.updates import events as stored_events
 from procella.updates.journal import JournalEntry
 from procella.updates.models import COMPLETE_STATUSES
 from procella.updates.states import States
@@ -66,7 +67,7 @@ class Lease:
 class Event:
     sequence: int
     kind: str
-    body: str  # the event as JSON text
+    value: dict[str, Any]  # the event as the CLI sent it
 
 
 class UpdateService:
@@ -193,9 +194,14 @@ class UpdateService:
     async def events(
         self, principal: Principal, ref: StackRef, update_id: str, after: int, limit: int
     ) -> tuple[UpdateRecord, list[tuple[int, str]]]:
+        """A page of the update's events, each with its step states put back."""
         update = await self.get(principal, ref, update_id)
         async with self.meta.read() as conn:
-            return update, await event_q.page(conn, update.id, after, limit)
+            rows = await event_q.page(conn, update.id, after, limit)
+            refs = {seq: stored_events.decode_refs(text) for seq, _, text in rows}
+            digests = sorted({digest for found in refs.values() for _, digest in found})
+            states = await event_q.states(conn, digests)
+        return update, [(seq, stored_events.join(body, refs[seq], states)) for seq, body, _ in rows]
 
     async def history(
         self, principal: Principal, ref: StackRef, page_size: int, page: int
@@ -326,10 +332,21 @@ class UpdateService:
         metrics.STEP_BYTES.labels("journal").observe(sum(len(e.body) for e in new))
 
     async def record_events(self, update: UpdateRecord, events: list[Event]) -> None:
-        async with self.meta.transaction() as conn:
-            await event_q.insert_many(
-                conn, update.id, [(e.sequence, e.kind, e.body) for e in events]
-            )
+        """Store a batch of engine events, their step states apart (``updates.events``)."""
+        splits = await asyncio.to_thread(_split_events, events)
+        rows = [
+            event_q.StoredEvent(e.sequence, e.kind, s.body, stored_events.encode_refs(s.refs))
+            for e, s in zip(events, splits, strict=True)
+        ]
+        states = {digest: text for s in splits for digest, text in s.states.items()}
+        try:
+            async with self.meta.transaction() as conn:
+                await event_q.insert_many(conn, update.id, rows, states)
+        except NotFound:
+            # A state the GC collected between our read and our reference (it had been
+            # unreferenced): once more, which stores it again.
+            async with self.meta.transaction() as conn:
+                await event_q.insert_many(conn, update.id, rows, states)
 
     async def complete(self, update: UpdateRecord, status: str) -> None:
         """End the update, release the stack and record its results. Retries succeed.
@@ -423,3 +440,7 @@ def _check_token(
     if update.lease_hash is None or not hmac.compare_digest(update.lease_hash, token_hash(token)):
         raise LeaseInvalid("the update token does not belong to this update")
     return update
+
+
+def _split_events(events: list[Event]) -> list[stored_events.Split]:
+    return [stored_events.split(e.value, e.kind) for e in events]

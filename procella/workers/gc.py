@@ -3,10 +3,10 @@
 A cycle cancels updates whose lease expired (after a grace period), expires updates
 created but never started, settles updates that ended without completing (stores a
 journal's state, counts the resources) and deletes the entries of journals whose state is
-stored, deletes engine events
-past their retention, and deletes checkpoint blobs that no row references once they are
-older than a grace period (a blob is written before its row, so a younger one may belong
-to a write in flight).
+stored, deletes engine events past their retention and the step states no event refers to
+any more, and deletes checkpoint blobs that no row references once they are older than a
+grace period (a blob is written before its row, so a younger one may belong to a write in
+flight).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from procella import metrics
 from procella.blobs.base import BlobStore
+from procella.errors import NotFound
 from procella.metadata.base import MetadataStore
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import gc as gc_q
@@ -40,6 +41,7 @@ class GcReport:
     expired_leases: int = 0
     expired_unstarted: int = 0
     pruned_events: int = 0
+    pruned_event_states: int = 0
     settled_updates: int = 0
     pruned_journal_entries: int = 0
     deleted_blobs: int = 0
@@ -55,16 +57,27 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
     if settings.event_retention_days > 0:
         async with meta.transaction() as conn:
             pruned = await gc_q.prune_events(conn, int(settings.event_retention_days * _DAY_MS))
+    pruned_states = await prune_event_states(meta)
     texts = CheckpointTexts(blobs, settings.checkpoint_inline_max_bytes, CheckpointCache(0))
     settled = await settle_frozen_updates(meta, States(meta, texts))
     async with meta.transaction() as conn:
         pruned_entries = await journal_q.prune_materialized(conn)
     deleted = await collect_blobs(meta, blobs, settings.gc_blob_grace_seconds)
-    report = GcReport(leases, unstarted, pruned, settled, pruned_entries, deleted)
+    report = GcReport(leases, unstarted, pruned, pruned_states, settled, pruned_entries, deleted)
     for item, count in dataclasses.asdict(report).items():
         if count:
             metrics.GC_COLLECTED.labels(item).inc(count)
     return report
+
+
+async def prune_event_states(meta: MetadataStore) -> int:
+    try:
+        async with meta.transaction() as conn:
+            return await gc_q.prune_event_states(conn)
+    except NotFound:
+        # An update's events referred to one of them again meanwhile: the next cycle.
+        log.info("step states in use again while pruning; the next cycle retries")
+        return 0
 
 
 async def cancel_expired_leases(meta: MetadataStore, grace_ms: int) -> int:

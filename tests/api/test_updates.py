@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from quart import typing as quart_typing
 
 from tests.helpers import (
     DEFAULT_ORG,
@@ -14,8 +15,10 @@ from tests.helpers import (
     assert_error,
     assert_ok,
     body_json,
+    count_rows,
     expire_lease,
     stdout_event,
+    step_events,
     untyped,
 )
 
@@ -209,6 +212,29 @@ async def test_events_batch_and_listing(api: Api, stack: str) -> None:
     done = await body_json(await api.call("GET", f"{update.path}/events"))
     assert len(done["events"]) == 5
     assert done["continuationToken"] is None
+
+
+async def test_step_events_list_back_and_store_each_state_once(
+    app: quart_typing.TestAppProtocol, api: Api, stack: str
+) -> None:
+    created = step_events(0, [("create", n, None, "v1") for n in ("a", "b", "c")])
+    first = await api.started(stack)
+    await assert_ok(await api.events(first, [*created, stdout_event(6)]), 204)
+    await assert_ok(await api.complete(first), 204)
+    assert await count_rows(app, "event_states") == 3
+
+    # The next update: two `same` steps and one change. Only the new state is stored.
+    changed = step_events(0, [("same", "a", "v1", "v1"), ("same", "b", "v1", "v1")])
+    changed += step_events(4, [("update", "c", "v1", "v2")])
+    second = await api.started(stack)
+    await assert_ok(await api.events(second, changed[:3]), 204)
+    await assert_ok(await api.events(second, changed[2:]), 204)  # overlapping: a retry
+    await assert_ok(await api.complete(second), 204)
+    assert await count_rows(app, "event_states") == 4
+
+    for update, sent in ((first, [*created, stdout_event(6)]), (second, changed)):
+        listed = await body_json(await api.call("GET", f"{update.path}/events"))
+        assert listed["events"] == sent
 
 
 async def test_events_listing_pages(api: Api, stack: str) -> None:

@@ -242,9 +242,17 @@ async def test_events_insert_is_idempotent(meta: MetadataStore) -> None:
     update_id = await start_update(meta, stack_id)
     for _ in range(2):
         async with meta.transaction() as conn:
-            await event_q.insert_many(conn, update_id, [(0, "k", '{"a":0}'), (1, "k", '{"a":1}')])
+            events = [
+                event_q.StoredEvent(0, "k", '{"a":0}', None),
+                event_q.StoredEvent(1, "k", '{"a":null}', '[[5,"d"]]'),
+            ]
+            await event_q.insert_many(conn, update_id, events, {"d": '{"s":1}'})
     async with meta.read() as conn:
-        assert await event_q.page(conn, update_id, -1, 10) == [(0, '{"a":0}'), (1, '{"a":1}')]
+        assert await event_q.page(conn, update_id, -1, 10) == [
+            (0, '{"a":0}', None),
+            (1, '{"a":null}', '[[5,"d"]]'),
+        ]
+        assert await event_q.states(conn, ["d", "e"]) == {"d": '{"s":1}'}
 
 
 async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -> None:
@@ -252,7 +260,9 @@ async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -
     update_id = await start_update(meta, stack_id)
     async with meta.transaction() as conn:
         await stack_q.replace_tags(conn, stack_id, {"a": "b"})
-        await event_q.insert_many(conn, update_id, [(0, "k", "{}")])
+        await event_q.insert_many(
+            conn, update_id, [event_q.StoredEvent(0, "k", "{}", '[[0,"d"]]')], {"d": "{}"}
+        )
         await checkpoint_q.put(conn, stack_id, 1, update_id, StoredText("s", 1, b"x", None), 0)
         await stack_q.delete(conn, stack_id)
     async with meta.read() as conn:
@@ -260,6 +270,9 @@ async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -
             row = await conn.fetchone(f"SELECT COUNT(*) FROM {table}")
             assert row == (0,), table
         assert await conn.fetchone("SELECT COUNT(*) FROM update_events") == (0,)
+        assert await conn.fetchone("SELECT COUNT(*) FROM event_state_refs") == (0,)
+        # The state itself may be another stack's too: the GC collects it once unreferenced.
+        assert await conn.fetchone("SELECT COUNT(*) FROM event_states") == (1,)
 
 
 async def test_list_page_is_keyset_ordered(meta: MetadataStore) -> None:

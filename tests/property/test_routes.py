@@ -37,6 +37,8 @@ from tests.helpers import (
     resource_state,
     sha256_hex,
     stdout_event,
+    step_event,
+    step_metadata,
     summary_event,
     text_edit,
     untyped,
@@ -221,16 +223,31 @@ async def test_start_update(api: Api, body: Body) -> None:
 
 
 @shared_app
-@given(bodies({"events": [stdout_event(0), summary_event(1, {"create": 2, "same": 1})]}))
+@given(
+    bodies(
+        {
+            "events": [
+                stdout_event(0),
+                step_event(1, "resOutputsEvent", "same", step_metadata("a"), step_metadata("a")),
+                summary_event(2, {"create": 2, "same": 1}),
+            ]
+        }
+    )
+)
 async def test_events_batch(api: Api, body: Body) -> None:
     update = await started(api)
     response = await send(api, "POST", f"{update.path}/events/batch", body, lease=update.token)
-    await answer(response, 204)
-    # Whatever was accepted lists as JSON Go reads, and complete still works.
+    accepted = await answer(response, 204) == 204
+    # Whatever was accepted lists as JSON Go reads, as it was sent, and complete still works.
     listed = await api.call("GET", f"{update.path}/events")
     assert listed.status_code == 200
     events = (await body_json(listed))["events"]
     assert reference_depth(events) <= MAX_DEPTH + 1
+    if accepted:
+        sent: dict[int, Any] = {}
+        for event in json.loads(_plain(body))["events"]:
+            sent.setdefault(event["sequence"], event)
+        assert events == [sent[sequence] for sequence in sorted(sent)]
     complete = await api.complete(update)
     assert complete.status_code == 204, await complete.get_data()
     for info in await api.history(update.stack):

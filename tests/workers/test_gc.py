@@ -14,7 +14,16 @@ from procella import create_app
 from procella.api.context import Services
 from procella.settings import Settings
 from procella.workers.gc import BLOB_PREFIX, run_gc_once
-from tests.helpers import Api, assert_ok, compact, expire_lease, stdout_event, untyped
+from tests.helpers import (
+    Api,
+    assert_ok,
+    compact,
+    count_rows,
+    expire_lease,
+    stdout_event,
+    step_events,
+    untyped,
+)
 
 STACK = "acme/web/dev"
 
@@ -123,3 +132,34 @@ async def test_events_of_old_updates_are_pruned(app: AppUnderTest) -> None:
     assert [e["sequence"] for e in listed["events"]] == [0]
     report = await gc(app, event_retention_days=0)  # 0 keeps events forever
     assert report.pruned_events == 0  # type: ignore[attr-defined]
+
+
+async def test_step_states_go_with_the_last_events_that_refer_to_them(app: AppUnderTest) -> None:
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    old = await api.started(STACK)
+    await assert_ok(
+        await api.events(
+            old, step_events(0, [("create", "a", None, "1"), ("create", "b", None, "1")])
+        ),
+        204,
+    )
+    await assert_ok(await api.complete(old), 204)
+    recent = await api.started(STACK)
+    kept = step_events(0, [("same", "a", "1", "1"), ("create", "c", None, "1")])
+    await assert_ok(await api.events(recent, kept), 204)
+    await assert_ok(await api.complete(recent), 204)
+    assert await count_rows(app, "event_states") == 3
+    await execute(
+        app, "UPDATE updates SET ended_at = NOW_MS - ? WHERE id = ?", 100 * 86_400_000, old.id
+    )
+
+    report = await gc(app, event_retention_days=90)
+    assert report.pruned_event_states == 1  # type: ignore[attr-defined]  # b's, in old alone
+    listed = await (await api.call("GET", f"{recent.path}/events")).get_json()
+    assert listed["events"] == kept
+
+    assert (await api.call("DELETE", f"/api/stacks/{STACK}")).status_code == 204
+    report = await gc(app)
+    assert report.pruned_event_states == 2  # type: ignore[attr-defined]
+    assert await count_rows(app, "event_states") == 0

@@ -49,9 +49,17 @@ async def expire_unstarted(conn: Connection, age_ms: int) -> int:
 
 
 async def prune_events(conn: Connection, age_ms: int) -> int:
-    """Delete the engine events of updates that ended more than ``age_ms`` ago."""
+    """Delete the engine events of updates that ended more than ``age_ms`` ago, and their
+    references to step states."""
+    ended = "(SELECT id FROM updates WHERE ended_at < NOW_MS - ?)"
+    await conn.execute(f"DELETE FROM event_state_refs WHERE update_id IN {ended}", (age_ms,))
+    return await conn.execute(f"DELETE FROM update_events WHERE update_id IN {ended}", (age_ms,))
+
+
+async def prune_event_states(conn: Connection) -> int:
+    """Delete the step states no update's events refer to: their events were pruned or
+    their stack deleted. A reference added meanwhile makes this fail (a foreign key)."""
     return await conn.execute(
-        "DELETE FROM update_events WHERE update_id IN "
-        "(SELECT id FROM updates WHERE ended_at < NOW_MS - ?)",
-        (age_ms,),
+        "DELETE FROM event_states WHERE NOT EXISTS "
+        "(SELECT 1 FROM event_state_refs r WHERE r.digest = event_states.digest)"
     )
