@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     errors.register(app)
     app.asgi_app = DrainRequestBody(app.asgi_app)  # type: ignore[method-assign]
     # Outermost: the request id and the timing cover everything the app does.
-    app.asgi_app = observe.ObserveRequests(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = observe.ObserveRequests(  # type: ignore[method-assign]
+        app.asgi_app, settings.trusted_proxy_networks
+    )
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

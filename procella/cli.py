@@ -6,9 +6,12 @@ Every command reads the same ``PROCELLA_*`` settings as the server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -118,6 +121,49 @@ def token_create(org: str, role: str, login: str | None, name: str | None) -> No
         click.echo(_run(_settings(), work))
     except ProcellaError as exc:  # e.g. an invalid organization name
         raise click.ClickException(exc.message) from None
+
+
+@main.command("audit")
+@click.option("--org", help="Only this organization's entries (default: all, and the server's).")
+@click.option("--action", help="Only this action, e.g. stack.delete.")
+@click.option("--user", "login", help="Only this user's actions.")
+@click.option("--since", type=click.DateTime(), help="Only entries at or after this time (UTC).")
+@click.option("--until", type=click.DateTime(), help="Only entries at or before this time (UTC).")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def audit_log(
+    org: str | None,
+    action: str | None,
+    login: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Print the audit log, newest first: who changed what, when, from where."""
+    from procella.metadata.queries import audit as audit_q
+
+    f = audit_q.AuditFilter(org, action, login, _epoch_ms(since), _epoch_ms(until))
+
+    async def work(services: Services) -> list[audit_q.AuditEntry]:
+        async with services.meta.read() as conn:
+            return await audit_q.page(conn, f, None, limit)
+
+    for entry in _run(_settings(), work):
+        at = datetime.fromtimestamp(entry.at_ms / 1000, UTC).isoformat(timespec="seconds")
+        if as_json:
+            click.echo(json.dumps({**dataclasses.asdict(entry), "at": at}))
+        else:
+            where = f"{entry.org}/{entry.target}" if entry.org else entry.target
+            token = f" ({entry.token_name})" if entry.token_name else ""
+            click.echo(
+                f"{at} {entry.action} {where} by {entry.login}{token} from "
+                f"{entry.source_ip or '-'} [{entry.request_id or '-'}]: {entry.description}"
+            )
+
+
+def _epoch_ms(when: datetime | None) -> int | None:
+    return None if when is None else int(when.replace(tzinfo=UTC).timestamp() * 1000)
 
 
 @main.command()

@@ -41,6 +41,7 @@ class RequestContext:
     """One request being served: its id, and fields for its access line."""
 
     request_id: str
+    client_addr: str = ""  # the caller's address (see ``observe.client_address``)
     fields: dict[str, str] = field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,16 @@ class Settings:
         90.0,
         "Engine events of updates that ended longer ago are deleted. 0 keeps them.",
     )
+    audit_retention_days: float = _setting(
+        365.0,
+        "Audit log entries older than this are deleted. 0 keeps them.",
+    )
+    trusted_proxies: str = _setting(
+        "",
+        "Comma-separated addresses or networks (CIDR) of the proxies in front of the server: "
+        "from them, `X-Forwarded-For` names the client the audit log records. Empty: the "
+        "peer address is the client.",
+    )
     shutdown_timeout_seconds: float = _setting(
         30.0,
         "On SIGTERM, how long in-flight requests may take to finish.",
@@ -245,6 +256,15 @@ class Settings:
         """The separate /metrics listener, or None when /metrics is on the main one."""
         return _host_port(self.metrics_listen_addr) if self.metrics_listen_addr else None
 
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """``trusted_proxies`` parsed; a bare address is a network of one."""
+        return tuple(
+            ip_network(item.strip(), strict=False)
+            for item in self.trusted_proxies.split(",")
+            if item.strip()
+        )
+
     def validate(self) -> None:
         """Reject values that cannot work, with the variable's name in the message."""
 
@@ -295,6 +315,10 @@ class Settings:
             fail("metrics_listen_addr", f"expected host:port or :port, got {got!r}")
         if metrics is not None and metrics[1] in (0, self.listen_host_port[1]):
             fail("metrics_listen_addr", "needs a port of its own, not 0 or the main listener's")
+        try:
+            self.trusted_proxy_networks  # noqa: B018 - parsing is the check
+        except ValueError as exc:
+            fail("trusted_proxies", f"expected addresses or networks, comma-separated: {exc}")
         if self.log_format not in ("text", "json"):
             fail("log_format", f"must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

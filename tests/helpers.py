@@ -13,16 +13,23 @@ import gzip
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import generate_latest
 from quart.typing import TestAppProtocol, TestClientProtocol
 
+from procella import create_app, metrics
 from procella.auth.models import Role
+from procella.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 ACCEPT = "application/vnd.pulumi+9"
-DEFAULT_ORG = "organization"  # Settings.default_org, the admin's organization
+DEFAULT_ORG = "organization"
+# The peer address of every ``Api`` call, as a server would see it (the test client sends none).
+CALLER = {"client": ("127.0.0.1", 50000)}  # Settings.default_org, the admin's organization
 _UNSET: Any = object()
 
 
@@ -259,7 +266,12 @@ class Api:
             data = gz(data)
             all_headers["Content-Encoding"] = "gzip"
         return await self.client.open(
-            path, method=method, headers=all_headers, data=data, query_string=query
+            path,
+            method=method,
+            headers=all_headers,
+            data=data,
+            query_string=query,
+            scope_base=CALLER,
         )
 
     # Stacks ----------------------------------------------------------------------------
@@ -621,3 +633,26 @@ def resource_state(name: str, **fields: Any) -> dict[str, Any]:
     }
     state.update(fields)
     return state
+
+
+def gc_cycles_so_far() -> float:
+    """Every GC cycle counted in this process, whatever its result (the registry is global)."""
+    text = generate_latest(metrics.REGISTRY).decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("procella_gc_cycles_total{")
+    )
+
+
+@asynccontextmanager
+async def started_app(settings: Settings) -> AsyncIterator[TestAppProtocol]:
+    """The app, once its own first GC cycle (run as it starts) is over: the next is
+    ``gc_interval_seconds`` away (an hour in the tests' settings), so what a test sets up
+    for the GC is left to the cycles the test runs."""
+    cycles_before_start = gc_cycles_so_far()
+    async with create_app(settings).test_app() as app:
+        async with asyncio.timeout(10):
+            while gc_cycles_so_far() == cycles_before_start:
+                await asyncio.sleep(0.02)
+        yield app

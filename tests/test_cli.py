@@ -70,3 +70,18 @@ def test_bad_settings_fail_with_the_variable_name(env: dict[str, str]) -> None:
     result = CliRunner().invoke(main, ["settings"], env={**env, "PROCELLA_WORKERS": "many"})
     assert result.exit_code != 0
     assert "PROCELLA_WORKERS" in result.output
+
+
+def test_audit_prints_the_log_newest_first(env: dict[str, str]) -> None:
+    run(env, "token", "create", "--org", "acme", "--role", "admin", "--user", "alice")
+    run(env, "token", "create", "--org", "zeta", "--role", "viewer", "--user", "zed")
+    lines = run(env, "audit").strip().splitlines()
+    assert len(lines) == 2
+    assert " token.create zeta/zed by procella from - [-]: created token 'cli' for zed" in lines[0]
+    assert " token.create acme/alice by procella " in lines[1]
+    [only] = run(env, "audit", "--org", "acme", "--json").strip().splitlines()
+    entry = json.loads(only)
+    assert (entry["org"], entry["action"], entry["target"]) == ("acme", "token.create", "alice")
+    assert run(env, "audit", "--action", "stack.delete") == ""
+    assert run(env, "audit", "--until", "2000-01-01") == ""
+    assert len(run(env, "audit", "--since", "2000-01-01", "--limit", "1").splitlines()) == 1

@@ -16,6 +16,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from quart import Quart, Response, current_app, request
@@ -36,6 +38,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 # Printable, no spaces or quotes, bounded: safe in a log line and a response header.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 UNMATCHED = "<unmatched>"
+Network = IPv4Network | IPv6Network
 METRICS_ROUTE = "/metrics"
 # Probes arrive every few seconds from each load balancer and scraper: their access lines
 # go at DEBUG, so INFO shows the traffic that matters.
@@ -44,14 +47,18 @@ _VIEW_ARGS = ("org", "project", "stack", "update_id")
 
 
 class ObserveRequests:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[Network] = ()) -> None:
         self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        context = logs.RequestContext(request_id(scope.get("headers", ())))
+        headers = scope.get("headers", ())
+        context = logs.RequestContext(
+            request_id(headers), client_address(scope, headers, self.trusted_proxies)
+        )
         exchange = _Exchange()
 
         async def counting_receive() -> Message:
@@ -93,6 +100,34 @@ def request_id(headers: Any) -> str:
                 return str(text)
             break
     return uuid.uuid4().hex
+
+
+def client_address(scope: Any, headers: Any, trusted: Sequence[Network]) -> str:
+    """The caller's address: the peer's, or, when the peer is a trusted proxy, the nearest
+    address in ``X-Forwarded-For`` that is not one (each proxy appends the one it saw)."""
+    peer = scope.get("client")
+    address = str(peer[0]) if peer else ""
+    if not trusted or not _is_trusted(address, trusted):
+        return address
+    forwarded = [
+        hop.strip()
+        for name, value in headers
+        if name.lower() == b"x-forwarded-for"
+        for hop in value.decode("latin-1").split(",")
+    ]
+    for hop in reversed(forwarded):
+        address = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return address[:64]
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 class _Exchange:

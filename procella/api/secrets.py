@@ -15,7 +15,6 @@ from procella.api.auth import member_of, principal
 from procella.api.body import field, read_json, require_object
 from procella.api.context import services
 from procella.api.responses import json_response, no_content, stack_ref
-from procella.auth.models import Role
 from procella.errors import BadRequest
 
 log = logging.getLogger(__name__)
@@ -89,9 +88,14 @@ async def batch_decrypt(org: str, project: str, stack: str) -> Response:
 
 
 async def log_decryption(org: str, project: str, stack: str) -> Response:
-    """The CLI reports ``--show-secrets`` use here; we record it in the server log."""
+    """The CLI reports here that it showed secrets it decrypted itself (a passphrase or
+    cloud KMS provider): ``{"secretName"}`` or ``{"commandName"}``, or no body."""
     caller = await principal()
-    ref = stack_ref(org, project, stack)
-    await services().stacks.resolve(caller, ref, Role.VIEWER)
-    log.info("secrets shown: stack=%s user=%s", ref, caller.login)
+    body = await read_json(services().settings.max_inflated_bytes, empty={})
+    named = (
+        [body.get(key) for key in ("secretName", "commandName")] if isinstance(body, dict) else []
+    )
+    what = next((name[:200] for name in named if isinstance(name, str) and name), "unnamed")
+    await services().secrets.log_decryption(caller, stack_ref(org, project, stack), what)
+    log.info("secrets shown: stack=%s/%s/%s user=%s", org, project, stack, caller.login)
     return no_content()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from procella import audit
 from procella.auth.models import Principal, Role, new_api_token, token_hash
 from procella.errors import Unauthorized
 from procella.metadata.base import MetadataStore
@@ -69,4 +70,12 @@ class AuthService:
             user_id = await auth_q.ensure_user(conn, login)
             await auth_q.set_membership(conn, user_id, org_id, role.name.lower())
             await auth_q.insert_token(conn, user_id, name, token_hash(token))
+            await audit.record(
+                conn,
+                org_id,
+                None,
+                audit.TOKEN_CREATE,
+                login,
+                f"created token {name!r} for {login} ({role.name.lower()} in {org})",
+            )
         return token

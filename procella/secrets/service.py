@@ -20,6 +20,7 @@ are per stack) or across updates (the update id is in the nonce), and outside up
 
 from __future__ import annotations
 
+from procella import audit
 from procella.auth.models import Principal, Role
 from procella.secrets.crypto import StackCrypto
 from procella.stacks.models import StackRef
@@ -42,4 +43,15 @@ class SecretsService:
         self, principal: Principal, ref: StackRef, ciphertexts: list[bytes]
     ) -> list[bytes]:
         stack = await self.stacks.resolve(principal, ref, Role.MEMBER)
-        return [self.crypto.decrypt(stack.id, c) for c in ciphertexts]
+        plaintexts = [self.crypto.decrypt(stack.id, c) for c in ciphertexts]
+        count = f"{len(plaintexts)} value" + ("" if len(plaintexts) == 1 else "s")
+        await self.stacks.record(principal, stack, audit.SECRETS_DECRYPT, f"decrypted {count}")
+        return plaintexts
+
+    async def log_decryption(self, principal: Principal, ref: StackRef, what: str) -> None:
+        """The CLI decrypted secrets of the stack itself (a passphrase or cloud KMS
+        provider) to show them: ``what`` names the secret or the command."""
+        stack = await self.stacks.resolve(principal, ref, Role.VIEWER)
+        await self.stacks.record(
+            principal, stack, audit.SECRETS_DECRYPT, f"showed secrets in plaintext: {what}"
+        )

@@ -7,6 +7,7 @@ import base64
 import json
 from dataclasses import dataclass
 
+from procella import audit
 from procella.auth.models import Principal, Role
 from procella.errors import (
     AlreadyExists,
@@ -135,6 +136,9 @@ class StackService:
             await stack_q.replace_tags(conn, stack_id, tags)
             if state is not None and stored is not None:
                 await checkpoint_q.put(conn, stack_id, 0, None, stored, state.resource_count)
+            await audit.record_on_stack(
+                conn, stack_id, principal, audit.STACK_CREATE, f"created stack {ref}"
+            )
             stack = await stack_q.get_by_id(conn, stack_id)
         assert stack is not None
         return stack
@@ -153,6 +157,15 @@ class StackService:
                 latest = await checkpoint_q.latest_summary(conn, stack.id)
                 if latest is not None and latest.resource_count > 0:
                     raise StackNotEmpty("Bad Request: Stack still contains resources.")
+            how = " (forced)" if force else ""
+            await audit.record(
+                conn,
+                stack.org_id,
+                principal,
+                audit.STACK_DELETE,
+                f"{stack.project}/{stack.name}",
+                f"deleted stack {ref}{how}",
+            )
             await stack_q.delete(conn, stack.id)
 
     async def set_tags(self, principal: Principal, ref: StackRef, tags: dict[str, str]) -> None:
@@ -160,6 +173,10 @@ class StackService:
         async with self.meta.transaction() as conn:
             stack = await _locked(conn, ref)
             await stack_q.replace_tags(conn, stack.id, tags)
+            names = ", ".join(sorted(tags)) or "none"
+            await audit.record_on_stack(
+                conn, stack.id, principal, audit.STACK_TAGS, f"set the tags of {ref}: {names}"
+            )
 
     async def rename(
         self, principal: Principal, ref: StackRef, new_project: str, new_name: str
@@ -205,6 +222,9 @@ class StackService:
                 await self._put_state(
                     conn, locked, version, "rename", principal, stored, latest.resource_count
                 )
+            await audit.record_on_stack(
+                conn, stack.id, principal, audit.STACK_RENAME, f"renamed stack {ref} to {new_ref}"
+            )
 
     async def import_state(self, principal: Principal, ref: StackRef, state: cp.State) -> str:
         """Make ``state`` the stack's state; return the id of the ``import`` history entry."""
@@ -217,6 +237,13 @@ class StackService:
             if await update_q.live_running_update(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             version = await stack_q.next_version(conn, stack.id)
+            await audit.record_on_stack(
+                conn,
+                stack.id,
+                principal,
+                audit.STACK_IMPORT,
+                f"imported a state of {state.resource_count} resources into {ref}",
+            )
             return await self._put_state(
                 conn, locked, version, "import", principal, stored, state.resource_count
             )
@@ -238,6 +265,13 @@ class StackService:
         await checkpoint_q.put(conn, stack.id, version, update_id, stored, resource_count)
         await stack_q.record_update_time(conn, stack.id)
         return update_id
+
+    async def record(
+        self, principal: Principal, stack: StackRecord, action: str, description: str
+    ) -> None:
+        """An audit entry on the stack for an action that changed nothing else."""
+        async with self.meta.transaction() as conn:
+            await audit.record_on_stack(conn, stack.id, principal, action, description)
 
     # State -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from procella import metrics
+from procella import audit, metrics
 from procella.auth.models import Principal, Role, new_lease_token, token_hash
 from procella.errors import (
     BadRequest,
@@ -153,6 +153,14 @@ class UpdateService:
                 raise UpdateConflict(CONFLICT_MESSAGE) from None
             if tags is not None:
                 await stack_q.replace_tags(conn, stack.id, tags)
+            if not update.is_preview:  # a preview changes nothing
+                await audit.record_on_stack(
+                    conn,
+                    stack.id,
+                    principal,
+                    audit.UPDATE_START,
+                    f"started {update.kind} {update.id} of {ref} (version {version})",
+                )
         kind = metrics.update_kind(update.kind, update.is_preview)
         metrics.UPDATES_STARTED.labels(kind).inc()
         log.info(
@@ -178,6 +186,14 @@ class UpdateService:
                 return
             await update_q.finish(conn, update.id, update_q.CANCELLED)
             await stack_q.clear_active_update(conn, stack.id, update.id)
+            if not update.is_preview:
+                await audit.record_on_stack(
+                    conn,
+                    stack.id,
+                    principal,
+                    audit.UPDATE_CANCEL,
+                    f"cancelled {update.kind} {update.id} of {ref}",
+                )
         kind = metrics.update_kind(update.kind, update.is_preview)
         metrics.UPDATE_OUTCOMES.labels(kind, "aborted").inc()
         log.info("update %s cancelled by %s: %s of %s", update.id, principal.login, kind, ref)
@@ -396,6 +412,13 @@ class UpdateService:
             if not update.is_preview:
                 await stack_q.clear_active_update(conn, update.stack_id, update.id)
                 await stack_q.record_update_time(conn, update.stack_id)
+                await audit.record_on_stack(
+                    conn,
+                    update.stack_id,
+                    update.created_by,
+                    audit.UPDATE_COMPLETE,
+                    f"{update.kind} {update.id} {final}: {count} resources",
+                )
         kind = metrics.update_kind(update.kind, update.is_preview)
         metrics.UPDATE_OUTCOMES.labels(kind, final).inc()
         log.info("update %s %s: %s, %s resources", update.id, final, kind, count)

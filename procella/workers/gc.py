@@ -4,9 +4,9 @@ A cycle cancels updates whose lease expired (after a grace period), expires upda
 created but never started, settles updates that ended without completing (stores a
 journal's state, counts the resources) and deletes the entries of journals whose state is
 stored, deletes engine events past their retention and the step states no event refers to
-any more, and deletes checkpoint blobs that no row references once they are older than a
-grace period (a blob is written before its row, so a younger one may belong to a write in
-flight).
+any more, deletes audit log entries past theirs, and deletes checkpoint blobs that no row
+references once they are older than a grace period (a blob is written before its row, so
+a younger one may belong to a write in flight).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from procella import metrics
+from procella import audit, metrics
 from procella.blobs.base import BlobStore
 from procella.errors import NotFound
 from procella.metadata.base import MetadataStore
+from procella.metadata.queries import audit as audit_q
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import gc as gc_q
 from procella.metadata.queries import journal as journal_q
@@ -42,6 +43,7 @@ class GcReport:
     expired_unstarted: int = 0
     pruned_events: int = 0
     pruned_event_states: int = 0
+    pruned_audit_entries: int = 0
     settled_updates: int = 0
     pruned_journal_entries: int = 0
     deleted_blobs: int = 0
@@ -58,12 +60,18 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
         async with meta.transaction() as conn:
             pruned = await gc_q.prune_events(conn, int(settings.event_retention_days * _DAY_MS))
     pruned_states = await prune_event_states(meta)
+    pruned_audit = 0
+    if settings.audit_retention_days > 0:
+        async with meta.transaction() as conn:
+            pruned_audit = await audit_q.prune(conn, int(settings.audit_retention_days * _DAY_MS))
     texts = CheckpointTexts(blobs, settings.checkpoint_inline_max_bytes, CheckpointCache(0))
     settled = await settle_frozen_updates(meta, States(meta, texts))
     async with meta.transaction() as conn:
         pruned_entries = await journal_q.prune_materialized(conn)
     deleted = await collect_blobs(meta, blobs, settings.gc_blob_grace_seconds)
-    report = GcReport(leases, unstarted, pruned, pruned_states, settled, pruned_entries, deleted)
+    report = GcReport(
+        leases, unstarted, pruned, pruned_states, pruned_audit, settled, pruned_entries, deleted
+    )
     for item, count in dataclasses.asdict(report).items():
         if count:
             metrics.GC_COLLECTED.labels(item).inc(count)
@@ -88,6 +96,14 @@ async def cancel_expired_leases(meta: MetadataStore, grace_ms: int) -> int:
     for update_id, stack_id, kind, is_preview in expired:
         async with meta.transaction() as conn:
             done = await gc_q.cancel_expired_lease(conn, update_id, stack_id, grace_ms)
+            if done and not is_preview:
+                await audit.record_on_stack(
+                    conn,
+                    stack_id,
+                    None,
+                    audit.UPDATE_EXPIRE,
+                    f"cancelled {kind} {update_id}: its lease expired",
+                )
         if done:
             cancelled += 1
             metrics.LEASE_EXPIRIES.inc()

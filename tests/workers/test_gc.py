@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from quart.typing import TestAppProtocol as AppUnderTest
 
-from procella import create_app
 from procella.api.context import Services
+from procella.metadata.queries import audit as audit_q
+from procella.metadata.queries.audit import AuditEntry
 from procella.settings import Settings
 from procella.workers.gc import BLOB_PREFIX, run_gc_once
 from tests.helpers import (
@@ -20,6 +21,7 @@ from tests.helpers import (
     compact,
     count_rows,
     expire_lease,
+    started_app,
     stdout_event,
     step_events,
     untyped,
@@ -33,7 +35,7 @@ async def app(request: pytest.FixtureRequest) -> AsyncIterator[AppUnderTest]:
     settings: Settings = request.getfixturevalue(f"{request.param}_settings")
     # Texts over 100 bytes go to the blob store, so blob collection has work to do.
     settings = settings.replace(checkpoint_inline_max_bytes=100)
-    async with create_app(settings).test_app() as test_app:
+    async with started_app(settings) as test_app:
         yield test_app
 
 
@@ -50,6 +52,11 @@ async def gc(app: AppUnderTest, **changes: object) -> object:
 async def execute(app: AppUnderTest, sql: str, *params: object) -> None:
     async with services(app).meta.transaction() as conn:
         await conn.execute(sql, params)
+
+
+async def audit_entries(app: AppUnderTest, action: str | None = None) -> list[AuditEntry]:
+    async with services(app).meta.read() as conn:
+        return await audit_q.page(conn, audit_q.AuditFilter(action=action), None, 1000)
 
 
 async def blob_keys(app: AppUnderTest) -> set[str]:
@@ -75,6 +82,9 @@ async def test_expired_leases_are_cancelled_after_the_grace_period(app: AppUnder
     assert (await api.stack_json(STACK))["activeUpdate"] == ""
     status = await api.status(update)
     assert (await status.get_json())["status"] == "cancelled"
+    [expired] = await audit_entries(app, "update.expire")
+    assert (expired.login, expired.target) == ("procella", "web/dev")
+    assert expired.description == f"cancelled update {update.id}: its lease expired"
     await api.started(STACK)  # the stack is free
 
 
@@ -163,3 +173,17 @@ async def test_step_states_go_with_the_last_events_that_refer_to_them(app: AppUn
     report = await gc(app)
     assert report.pruned_event_states == 2  # type: ignore[attr-defined]
     assert await count_rows(app, "event_states") == 0
+
+
+async def test_audit_entries_past_their_retention_are_pruned(app: AppUnderTest) -> None:
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    await api.new_stack("acme/web/prod")
+    [prod, dev] = await audit_entries(app)
+    year_ms = 366 * 86_400_000
+    await execute(app, "UPDATE audit_log SET at = NOW_MS - ? WHERE id = ?", year_ms, dev.id)
+    report = await gc(app, audit_retention_days=0)  # 0 keeps them
+    assert report.pruned_audit_entries == 0  # type: ignore[attr-defined]
+    report = await gc(app, audit_retention_days=365)
+    assert report.pruned_audit_entries == 1  # type: ignore[attr-defined]
+    assert await audit_entries(app) == [prod]
