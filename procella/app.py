@@ -81,7 +81,7 @@ async def open_services(settings: Settings, *, bootstrap: bool = True) -> Servic
         await blobs.open()
         if settings.migrate_on_start:
             await meta.migrate()
-        auth = AuthService(meta)
+        auth = AuthService(meta, settings.auth_cache_seconds)
         if bootstrap:
             outcome = await auth.ensure_admin(settings.default_org, settings.admin_token)
             if outcome.generated_token:

@@ -184,6 +184,11 @@ class Settings:
         90.0,
         "Engine events of updates that ended longer ago are deleted. 0 keeps them.",
     )
+    auth_cache_seconds: float = _setting(
+        5.0,
+        "How long a replica reuses what it read about an API token (its user and roles): a "
+        "role change takes effect on every replica within this. 0 reads it at every request.",
+    )
     audit_retention_days: float = _setting(
         365.0,
         "Audit log entries older than this are deleted. 0 keeps them.",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from procella import audit
@@ -25,17 +27,58 @@ class Bootstrap:
     generated_token: str | None
 
 
+class PrincipalCache:
+    """What a replica read about a token, reused for ``ttl`` seconds: most requests then
+    need no statement to authenticate. So a role change (or, once tokens can be revoked, a
+    revocation) takes effect on every replica within ``ttl``. Unknown tokens are never
+    cached: a token minted a moment ago works at once."""
+
+    def __init__(
+        self, ttl: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key: str) -> Principal | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[0] <= self.clock():
+            del self._entries[key]
+            return None
+        return found[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def put(self, key: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # rare (a flood of distinct tokens); refilled by use
+        self._entries[key] = (self.clock() + self.ttl, principal)
+
+
 class AuthService:
-    def __init__(self, meta: MetadataStore) -> None:
+    def __init__(self, meta: MetadataStore, cache_seconds: float = 0.0) -> None:
         self.meta = meta
+        self.cache = PrincipalCache(cache_seconds)
 
     async def authenticate(self, token: str) -> Principal:
+        key = token_hash(token)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         async with self.meta.read() as conn:
-            record = await auth_q.principal_by_token_hash(conn, token_hash(token))
+            record = await auth_q.principal_by_token_hash(conn, key)
         if record is None:
             raise Unauthorized("invalid access token")
         roles = {org: Role.parse(role) for org, role in record.roles.items()}
-        return Principal(record.user_id, record.login, record.token_name, record.site_admin, roles)
+        found = Principal(record.user_id, record.login, record.token_name, record.site_admin, roles)
+        self.cache.put(key, found)
+        return found
 
     async def ensure_admin(self, default_org: str, configured_token: str) -> Bootstrap:
         """Make sure the site administrator exists and can log in.
@@ -78,4 +121,5 @@ class AuthService:
                 login,
                 f"created token {name!r} for {login} ({role.name.lower()} in {org})",
             )
+        self.cache.clear()  # the user's role may have changed: here at once, elsewhere in ttl
         return token

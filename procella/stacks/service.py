@@ -86,16 +86,12 @@ class StackService:
     async def view(self, principal: Principal, ref: StackRef) -> StackView:
         principal.require(ref.org, Role.VIEWER)
         async with self.meta.read() as conn:
-            stack = await stack_q.get(conn, ref.org, ref.project, ref.stack)
-            if stack is None:
-                raise stack_not_found(ref)
-            tags = await stack_q.tags(conn, stack.id)
-            running = None
-            if stack.active_update_id is not None:
-                running = await update_q.get(conn, stack.active_update_id)
-        if running is None:
-            return StackView(stack, tags)
-        return StackView(stack, tags, running.kind, running.created_by, running.started_at)
+            found = await stack_q.view(conn, ref.org, ref.project, ref.stack)
+        if found is None:
+            raise stack_not_found(ref)
+        if found.running is None:
+            return StackView(found.stack, found.tags)
+        return StackView(found.stack, found.tags, *found.running)
 
     async def project_exists(self, principal: Principal, org: str, project: str) -> bool:
         principal.require(org, Role.VIEWER)

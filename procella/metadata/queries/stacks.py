@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,41 @@ async def get(
         sql += " FOR UPDATE OF s"
     row = await conn.fetchone(sql, (org, project, name))
     return None if row is None else _stack(row)
+
+
+@dataclass(frozen=True)
+class StackViewRow:
+    """A stack, its tags and its running update (kind, author, start), in one row."""
+
+    stack: StackRecord
+    tags: dict[str, str]
+    running: tuple[str, str, int | None] | None
+
+
+# The tags as one JSON object, aggregated where the row is read (each dialect's spelling).
+_TAGS_JSON = {
+    "sqlite": "json_group_object(t.name, t.value)",
+    "postgres": "json_object_agg(t.name, t.value)::text",
+}
+
+
+async def view(conn: Connection, org: str, project: str, name: str) -> StackViewRow | None:
+    """What ``GET STACK`` shows, in one statement: it is the most frequent read."""
+    tags = f"(SELECT {_TAGS_JSON[conn.dialect]} FROM stack_tags t WHERE t.stack_id = s.id)"
+    row = await conn.fetchone(
+        f"SELECT {_STACK_COLUMNS}, {tags}, u.kind, u.created_by, u.started_at {_STACK_FROM} "
+        "LEFT JOIN updates u ON u.id = s.active_update_id "
+        "WHERE o.name = ? AND s.project = ? AND s.name = ?",
+        (org, project, name),
+    )
+    if row is None:
+        return None
+    found = json.loads(row[9]) if row[9] else {}
+    running = None
+    if row[10] is not None:
+        running = (str(row[10]), str(row[11]), None if row[12] is None else int(row[12]))
+    tag_map = {str(k): str(v) for k, v in sorted(found.items())}
+    return StackViewRow(_stack(row), tag_map, running)
 
 
 async def get_by_id(conn: Connection, stack_id: str, *, lock: bool = False) -> StackRecord | None:
