@@ -14,7 +14,7 @@ from . import render, tools
 
 DEV = {"postgres", "minio", "bucket", "migrate", "procella"}
 CLUSTER = {"postgres", "minio", "bucket", "migrate", "procella-1", "procella-2", "procella-3"}
-CLUSTER |= {"caddy"}
+CLUSTER |= {"caddy", "prometheus"}
 ONE_SHOT = {"bucket", "migrate"}
 REPLICAS = {"procella", "procella-1", "procella-2", "procella-3"}
 
@@ -91,7 +91,7 @@ def test_secrets_are_mounted_files(repo: Path, profile: str) -> None:
 
 def test_state_lives_in_named_volumes(repo: Path) -> None:
     model = render.compose_model(repo, "cluster")
-    for name in ("postgres", "minio", "caddy"):
+    for name in ("postgres", "minio", "caddy", "prometheus"):
         kinds = {v["type"] for v in model["services"][name]["volumes"]}
         assert "volume" in kinds, f"{name} keeps its state in no named volume"
 

