@@ -18,7 +18,15 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from e2e_harness import ProcellaServer, call_api, free_port, kill_group, poll, stop_group
+from e2e_harness import (
+    ProcellaServer,
+    Result,
+    call_api,
+    free_port,
+    kill_group,
+    poll,
+    stop_group,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICAS = 3
@@ -122,6 +130,9 @@ class Cluster:
 
     def create_token(self, org: str, role: str, user: str | None = None) -> str:
         return self.replicas[0].create_token(org, role, user)
+
+    def admin_command(self, *args: str) -> Result:
+        return self.replicas[0].admin_command(*args)
 
     def api(
         self, method: str, path: str, *, token: str | None = None, body: Any = None

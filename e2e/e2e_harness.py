@@ -506,13 +506,20 @@ class ProcellaServer:
             data = b"...(truncated)...\n" + data[-max_bytes:]
         return data.decode(errors="replace")
 
+    def admin_command(self, *args: str) -> Result:
+        """`procella <args>` on this server's store, as its operator would run it."""
+        result = run_command(
+            [*server_command(), *args], cwd=self.data_dir, env=self.env, timeout=60
+        )
+        expect_ok(result)
+        return result
+
     def create_token(self, org: str, role: str, user: str | None = None) -> str:
         """`procella token create`: prints the new API token as its last stdout line."""
-        args = [*server_command(), "token", "create", "--org", org, "--role", role]
+        args = ["token", "create", "--org", org, "--role", role]
         if user is not None:
             args += ["--user", user]
-        result = run_command(args, cwd=self.data_dir, env=self.env, timeout=60)
-        expect_ok(result)
+        result = self.admin_command(*args)
         lines = result.stdout.strip().splitlines()
         if not lines:
             raise AssertionError(f"no token printed:\n{result.describe()}")

@@ -5,9 +5,11 @@ Tokens come from `procella token create --org ORG --role ROLE` run on the server
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+from cluster import Cluster
 from e2e_harness import (
     Names,
     ProcellaServer,
@@ -16,6 +18,7 @@ from e2e_harness import (
     Stack,
     expect_fail,
     make_project,
+    poll,
     resources,
 )
 
@@ -102,3 +105,33 @@ def test_member_of_another_org_cannot_see_the_stack(
         "--fully-qualify-stack-names", "stack", "ls", "--json", "-a", "-o", other_org
     )
     assert [row["name"] for row in own] == [f"{other_org}/{names.project}/dev"]
+
+
+def test_a_revoked_token_is_refused(
+    server: ProcellaServer | Cluster,
+    names: Names,
+    project_dir: Path,
+    other_cli: Callable[[str], PulumiCLI],
+) -> None:
+    # `procella token list` finds the token's id; `procella token revoke` ends it. Every
+    # replica refuses it within PROCELLA_AUTH_CACHE_SECONDS (5 s by default).
+    login = f"ci-{names.org}"
+    cli = other_cli(server.create_token(names.org, "member", login))
+    cli.ok("stack", "ls", "-a")  # `whoami` may answer from the CLI's own cache
+    listed = server.admin_command("token", "list", "--user", login, "--json")
+    [token_id] = [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+    server.admin_command("token", "revoke", token_id)
+
+    last: list[Result] = []
+
+    def refused() -> bool:
+        last[:] = [cli.run("stack", "ls", "-a")]
+        # A 401 is how the CLI learns it is logged out.
+        return last[0].rc != 0 and "requires logging in" in last[0].output
+
+    try:
+        poll(refused, timeout=15, message="every replica refuses the revoked token")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}:\n{last[0].describe()}") from None
+    stack = Stack(cli, names.stack(), project_dir)
+    expect_fail(stack.run("stack", "init"))

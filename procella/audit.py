@@ -25,6 +25,7 @@ UPDATE_COMPLETE = "update.complete"
 UPDATE_CANCEL = "update.cancel"
 UPDATE_EXPIRE = "update.expire"
 TOKEN_CREATE = "token.create"
+TOKEN_REVOKE = "token.revoke"
 SECRETS_DECRYPT = "secrets.decrypt"
 
 # The login of the actions the server takes on its own.

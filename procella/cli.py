@@ -109,18 +109,92 @@ def token() -> None:
 )
 @click.option("--user", "login", help="User login (default: <org>-<role>).")
 @click.option("--name", help="Token name, shown by `pulumi whoami -v` (default: cli).")
-def token_create(org: str, role: str, login: str | None, name: str | None) -> None:
+@click.option("--description", default="", help="What the token is for.")
+@click.option(
+    "--expires-in",
+    "expires_in",
+    help="Lifetime, e.g. 90d, 12h, 30m (default: no expiry).",
+)
+def token_create(
+    org: str,
+    role: str,
+    login: str | None,
+    name: str | None,
+    description: str,
+    expires_in: str | None,
+) -> None:
     """Mint an API token and print it (it is stored only as a hash)."""
+    lifetime = None if expires_in is None else _duration_seconds(expires_in)
 
     async def work(services: Services) -> str:
-        return await services.auth.create_token(
-            org, Role.parse(role), login or f"{org}-{role}", name or "cli"
+        issued = await services.auth.create_token(
+            org,
+            Role.parse(role),
+            login or f"{org}-{role}",
+            name or "cli",
+            description=description,
+            expires_in=lifetime,
         )
+        return issued.token
 
     try:
         click.echo(_run(_settings(), work))
     except ProcellaError as exc:  # e.g. an invalid organization name
         raise click.ClickException(exc.message) from None
+
+
+@token.command("list")
+@click.option("--org", help="Only the tokens of this organization's members.")
+@click.option("--user", "login", help="Only this user's tokens.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def token_list(org: str | None, login: str | None, as_json: bool) -> None:
+    """List API tokens (never their secrets): id, user, name, and when each was created,
+    last used, expires or was revoked."""
+
+    async def work(services: Services) -> list[Any]:
+        return await services.auth.list_tokens(None, org, login)
+
+    for row in _run(_settings(), work):
+        fields = dataclasses.asdict(row)
+        if as_json:
+            click.echo(json.dumps(fields))
+            continue
+        times = {k: _iso_ms(fields[k]) for k in ("created_at", "last_used_at", "expires_at")}
+        state = "revoked " + _iso_ms(row.revoked_at) if row.revoked_at else "live"
+        click.echo(
+            f"{row.id} {row.login} {row.name!r} created {times['created_at']} "
+            f"last used {times['last_used_at']} expires {times['expires_at']} {state}"
+            + (f": {row.description}" if row.description else "")
+        )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token by its id (see `procella token list`)."""
+
+    async def work(services: Services) -> None:
+        await services.auth.revoke_token(None, None, token_id)
+
+    try:
+        _run(_settings(), work)
+    except ProcellaError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"revoked {token_id}")
+
+
+def _duration_seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise click.BadParameter(f"expected a positive number and s, m, h or d: {text!r}")
+    return int(number) * units[unit]
+
+
+def _iso_ms(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "-"
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 @main.command("audit")
@@ -150,7 +224,7 @@ def audit_log(
             return await audit_q.page(conn, f, None, limit)
 
     for entry in _run(_settings(), work):
-        at = datetime.fromtimestamp(entry.at_ms / 1000, UTC).isoformat(timespec="seconds")
+        at = _iso_ms(entry.at_ms)
         if as_json:
             click.echo(json.dumps({**dataclasses.asdict(entry), "at": at}))
         else:

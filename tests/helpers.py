@@ -97,7 +97,8 @@ async def make_token(
 ) -> str:
     """A fresh API token for ``login`` with ``role`` in ``org`` (both created if missing)."""
     auth = app.app.extensions["procella"].auth
-    token: str = await auth.create_token(org, role, login, name or f"t-{time.monotonic_ns()}")
+    issued = await auth.create_token(org, role, login, name or f"t-{time.monotonic_ns()}")
+    token: str = issued.token
     return token
 
 

@@ -85,3 +85,48 @@ def test_audit_prints_the_log_newest_first(env: dict[str, str]) -> None:
     assert run(env, "audit", "--action", "stack.delete") == ""
     assert run(env, "audit", "--until", "2000-01-01") == ""
     assert len(run(env, "audit", "--since", "2000-01-01", "--limit", "1").splitlines()) == 1
+
+
+def test_token_list_and_revoke(env: dict[str, str]) -> None:
+    token = (
+        run(
+            env,
+            "token",
+            "create",
+            "--org",
+            "acme",
+            "--user",
+            "bo",
+            "--name",
+            "ci",
+            "--description",
+            "the pipeline",
+            "--expires-in",
+            "30d",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    [line] = run(env, "token", "list", "--user", "bo", "--json").strip().splitlines()
+    listed = json.loads(line)
+    assert (listed["login"], listed["name"], listed["description"]) == ("bo", "ci", "the pipeline")
+    assert listed["revoked_at"] is None and listed["expires_at"] is not None
+    assert token not in run(env, "token", "list")  # never the secret
+    assert f"revoked {listed['id']}" in run(env, "token", "revoke", listed["id"])
+    assert "revoked " in run(env, "token", "list", "--org", "acme")
+
+    async def whoami() -> int:
+        settings = Settings(data_dir=env["PROCELLA_DATA_DIR"])
+        async with create_app(settings).test_app() as app:
+            response = await app.test_client().get(
+                "/api/user", headers={"Authorization": f"token {token}"}
+            )
+            return response.status_code
+
+    assert asyncio.run(whoami()) == 401
+    again = CliRunner().invoke(main, ["token", "revoke", listed["id"]], env=env)
+    assert again.exit_code != 0 and "revoked already" in again.output
+    bad = CliRunner().invoke(
+        main, ["token", "create", "--org", "acme", "--expires-in", "soon"], env=env
+    )
+    assert bad.exit_code != 0 and "expected a positive number" in bad.output

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response
 
-from procella.api import audit, secrets, stacks, updates, user
+from procella.api import audit, secrets, stacks, tokens, updates, user
 
 STACK = "/api/stacks/<org>/<project>/<stack>"
 KIND = "<any(update, preview, refresh, destroy):kind>"
@@ -28,7 +28,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/registry/templates", user.registry_templates),
     ("GET", "/api/registry/packages", user.registry_packages),
     ("GET", "/api/orgs/<org>/templates", user.org_templates),
-    # The audit log (org admins)
+    # API tokens and the audit log (org admins)
+    ("GET", "/api/orgs/<org>/tokens", tokens.list_tokens),
+    ("POST", "/api/orgs/<org>/tokens", tokens.create_token),
+    ("DELETE", "/api/orgs/<org>/tokens/<token_id>", tokens.revoke_token),
     ("GET", "/api/orgs/<org>/auditlogs", audit.list_entries_v1),
     ("GET", "/api/orgs/<org>/auditlogs/v2", audit.list_entries),
     ("GET", "/api/orgs/<org>/auditlogs/export", audit.export_entries_v1),

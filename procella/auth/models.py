@@ -34,6 +34,7 @@ class Principal:
     token_name: str
     site_admin: bool = False
     roles: dict[str, Role] = field(default_factory=dict)  # org name -> role
+    token_id: str = ""
 
     @property
     def orgs(self) -> list[str]:

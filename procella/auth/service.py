@@ -6,11 +6,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from procella import audit
 from procella.auth.models import Principal, Role, new_api_token, token_hash
-from procella.errors import Unauthorized
-from procella.metadata.base import MetadataStore
+from procella.errors import AlreadyExists, BadRequest, NotFound, Unauthorized
+from procella.metadata.base import MetadataStore, UniqueViolation
 from procella.metadata.queries import auth as auth_q
 from procella.stacks.models import check_org_name
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 ADMIN_LOGIN = "admin"
 ADMIN_TOKEN_NAME = "bootstrap"
+# A token's last use is written at most this often (not at every request).
+LAST_USED_EVERY_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,15 @@ class PrincipalCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def put(self, key: str, principal: Principal) -> None:
-        if self.ttl <= 0:
+    def put(self, key: str, principal: Principal, valid_for: float | None = None) -> None:
+        """Keep ``principal`` for ``ttl`` seconds, or ``valid_for`` if that is shorter (the
+        token expires sooner)."""
+        keep = self.ttl if valid_for is None else min(self.ttl, valid_for)
+        if keep <= 0:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # rare (a flood of distinct tokens); refilled by use
-        self._entries[key] = (self.clock() + self.ttl, principal)
+        self._entries[key] = (self.clock() + keep, principal)
 
 
 class AuthService:
@@ -76,8 +82,20 @@ class AuthService:
         if record is None:
             raise Unauthorized("invalid access token")
         roles = {org: Role.parse(role) for org, role in record.roles.items()}
-        found = Principal(record.user_id, record.login, record.token_name, record.site_admin, roles)
-        self.cache.put(key, found)
+        found = Principal(
+            record.user_id,
+            record.login,
+            record.token_name,
+            record.site_admin,
+            roles,
+            record.token_id,
+        )
+        now_ms = time.time() * 1000
+        if record.last_used_at is None or record.last_used_at < now_ms - LAST_USED_EVERY_MS:
+            async with self.meta.transaction() as conn:
+                await auth_q.touch_token(conn, record.token_id)
+        remaining = None if record.expires_at is None else (record.expires_at - now_ms) / 1000
+        self.cache.put(key, found, remaining)
         return found
 
     async def ensure_admin(self, default_org: str, configured_token: str) -> Bootstrap:
@@ -104,22 +122,95 @@ class AuthService:
             await auth_q.insert_token(conn, user_id, ADMIN_TOKEN_NAME, token_hash(generated))
             return Bootstrap(generated)
 
-    async def create_token(self, org: str, role: Role, login: str, name: str) -> str:
-        """Mint a token for ``login`` (created if needed) with ``role`` in ``org``."""
+    async def create_token(
+        self,
+        org: str,
+        role: Role,
+        login: str,
+        name: str,
+        *,
+        description: str = "",
+        expires_in: float | None = None,
+        actor: Principal | None = None,
+    ) -> IssuedToken:
+        """Mint a token for ``login`` (created if needed) with ``role`` in ``org``, for
+        ``expires_in`` seconds or for good. ``actor``: an org admin through the API, or
+        None for the server's command line."""
         check_org_name(org)
+        if expires_in is not None and expires_in <= 0:
+            raise BadRequest("a token's expiry must be in the future")
         token = new_api_token()
+        expires_at = None if expires_in is None else int((time.time() + expires_in) * 1000)
         async with self.meta.transaction() as conn:
             org_id = await auth_q.ensure_org(conn, org)
             user_id = await auth_q.ensure_user(conn, login)
             await auth_q.set_membership(conn, user_id, org_id, role.name.lower())
-            await auth_q.insert_token(conn, user_id, name, token_hash(token))
+            try:
+                token_id = await auth_q.insert_token(
+                    conn,
+                    user_id,
+                    name,
+                    token_hash(token),
+                    description=description,
+                    expires_at=expires_at,
+                )
+            except UniqueViolation:
+                raise AlreadyExists(f"{login} already has a token named {name!r}") from None
+            until = "" if expires_at is None else f", expires {_iso(expires_at)}"
             await audit.record(
                 conn,
                 org_id,
-                None,
+                actor,
                 audit.TOKEN_CREATE,
                 login,
-                f"created token {name!r} for {login} ({role.name.lower()} in {org})",
+                f"created token {name!r} for {login} ({role.name.lower()} in {org}{until})",
             )
         self.cache.clear()  # the user's role may have changed: here at once, elsewhere in ttl
-        return token
+        return IssuedToken(token_id, token, expires_at)
+
+    async def list_tokens(
+        self, principal: Principal | None, org: str | None = None, login: str | None = None
+    ) -> list[auth_q.TokenRow]:
+        """The tokens of ``org``'s members (for its admins), or, for the server's command
+        line (``principal`` None), of any user."""
+        if principal is not None:
+            assert org is not None
+            principal.require(org, Role.ADMIN)
+        async with self.meta.read() as conn:
+            return await auth_q.list_tokens(conn, org, login)
+
+    async def revoke_token(
+        self, principal: Principal | None, org: str | None, token_id: str
+    ) -> None:
+        """Revoke a token: refused at once by this replica, by the others within
+        ``PROCELLA_AUTH_CACHE_SECONDS``. Through the API, only a token of a member of
+        ``org``, by its admins."""
+        if principal is not None:
+            assert org is not None
+            principal.require(org, Role.ADMIN)
+        async with self.meta.transaction() as conn:
+            found = [t for t in await auth_q.list_tokens(conn, org) if t.id == token_id]
+            if not found or not await auth_q.revoke_token(conn, token_id):
+                raise NotFound(f"token '{token_id}' not found, or revoked already")
+            org_id = None if org is None else await auth_q.org_id(conn, org)
+            token = found[0]
+            await audit.record(
+                conn,
+                org_id,
+                principal,
+                audit.TOKEN_REVOKE,
+                token.login,
+                f"revoked token {token.name!r} of {token.login}",
+            )
+        self.cache.clear()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: str
+    token: str  # the secret: shown once, stored only as its hash
+    expires_at: int | None  # epoch ms
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")

@@ -121,6 +121,9 @@ class PrincipalRecord:
     site_admin: bool
     token_name: str
     roles: dict[str, str]  # org name -> role
+    token_id: str = ""
+    expires_at: int | None = None  # epoch ms; None: never
+    last_used_at: int | None = None  # epoch ms, written at most once a minute
 
 
 @dataclass(frozen=True)

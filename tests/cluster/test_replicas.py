@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -201,3 +202,25 @@ async def test_a_replica_behind_catches_up_by_the_deltas_it_missed(
         assert blob_reads == {id(a): 0, id(b): 1}
         await assert_ok(await first.complete(update), 204)
         assert await second.export_bytes(STACK) == texts[-1]
+
+
+async def test_a_revoked_token_is_refused_by_every_replica_within_the_cache_delay(
+    cluster_settings: Settings,
+) -> None:
+    settings = cluster_settings.replace(auth_cache_seconds=1.0)
+    async with (
+        create_app(settings).test_app() as r0,
+        create_app(settings).test_app() as r1,
+    ):
+        first, second = Api(r0.test_client()), Api(r1.test_client())
+        minted = await first.call("POST", "/api/orgs/organization/tokens", {"name": "ci"})
+        created = await minted.get_json()
+        bot0, bot1 = first.as_token(created["tokenValue"]), second.as_token(created["tokenValue"])
+        assert (await bot1.call("GET", "/api/user")).status_code == 200  # cached on r1 now
+        path = f"/api/orgs/organization/tokens/{created['id']}"
+        assert (await first.call("DELETE", path)).status_code == 204
+        assert (await bot0.call("GET", "/api/user")).status_code == 401  # here: at once
+        revoked_at = time.monotonic()
+        while (await bot1.call("GET", "/api/user")).status_code != 401:
+            assert time.monotonic() - revoked_at < 1.5, "r1 still accepts a revoked token"
+            await asyncio.sleep(0.05)

@@ -2,24 +2,88 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from procella.metadata.base import Connection, PrincipalRecord
 from procella.metadata.queries import new_id
 
 
 async def principal_by_token_hash(conn: Connection, token_hash: str) -> PrincipalRecord | None:
-    """The token's user and their roles, in one query (every API call makes it)."""
+    """The user of a live token (not revoked, not expired) and their roles, in one query
+    (every API call that misses the principal cache makes it)."""
     rows = await conn.fetchall(
-        "SELECT u.id, u.login, u.site_admin, t.name, o.name, m.role FROM api_tokens t "
+        "SELECT u.id, u.login, u.site_admin, t.name, t.id, t.expires_at, t.last_used_at, "
+        "o.name, m.role FROM api_tokens t "
         "JOIN users u ON u.id = t.user_id "
         "LEFT JOIN memberships m ON m.user_id = u.id LEFT JOIN orgs o ON o.id = m.org_id "
-        "WHERE t.token_hash = ? ORDER BY m.created_at, o.name",
+        "WHERE t.token_hash = ? AND t.revoked_at IS NULL "
+        "AND (t.expires_at IS NULL OR t.expires_at > NOW_MS) ORDER BY m.created_at, o.name",
         (token_hash,),
     )
     if not rows:
         return None
-    user_id, login, site_admin, token_name = rows[0][:4]
+    user_id, login, site_admin, token_name, token_id, expires_at, last_used_at = rows[0][:7]
     roles = {org: role for *_, org, role in rows if org is not None}
-    return PrincipalRecord(user_id, login, bool(site_admin), token_name, roles)
+    return PrincipalRecord(
+        user_id, login, bool(site_admin), token_name, roles, token_id, expires_at, last_used_at
+    )
+
+
+async def touch_token(conn: Connection, token_id: str) -> None:
+    """Record a use of the token, unless one was recorded in the last minute."""
+    await conn.execute(
+        "UPDATE api_tokens SET last_used_at = NOW_MS WHERE id = ? "
+        "AND (last_used_at IS NULL OR last_used_at < NOW_MS - 60000)",
+        (token_id,),
+    )
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A token as listed: never its secret, nor its hash."""
+
+    id: str
+    login: str
+    name: str
+    description: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+    revoked_at: int | None
+    role: str | None  # in the org the listing is for
+
+
+async def list_tokens(
+    conn: Connection, org: str | None = None, login: str | None = None
+) -> list[TokenRow]:
+    """Tokens of the members of ``org`` (with their role there), or of ``login``, or all."""
+    sql = (
+        "SELECT t.id, u.login, t.name, t.description, t.created_at, t.expires_at, "
+        "t.last_used_at, t.revoked_at, m.role FROM api_tokens t JOIN users u ON u.id = t.user_id "
+    )
+    params: list[object] = []
+    if org is not None:
+        sql += (
+            "JOIN memberships m ON m.user_id = u.id JOIN orgs o ON o.id = m.org_id WHERE o.name = ?"
+        )
+        params.append(org)
+    else:
+        sql = sql.replace("m.role", "NULL")
+        sql += "WHERE 1 = 1"
+    if login is not None:
+        sql += " AND u.login = ?"
+        params.append(login)
+    rows = await conn.fetchall(sql + " ORDER BY t.created_at, t.id", params)
+    return [TokenRow(*row) for row in rows]
+
+
+async def revoke_token(conn: Connection, token_id: str) -> bool:
+    """Revoke a live token; False if there is none by that id (or it is revoked already)."""
+    changed = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = NOW_MS WHERE id = ? AND revoked_at IS NULL",
+        (token_id,),
+    )
+    return changed == 1
 
 
 async def org_id(conn: Connection, name: str) -> str | None:
@@ -71,12 +135,23 @@ async def token_hash_named(conn: Connection, user_id: str, name: str) -> str | N
     return None if row is None else str(row[0])
 
 
-async def insert_token(conn: Connection, user_id: str, name: str, token_hash: str) -> None:
+async def insert_token(
+    conn: Connection,
+    user_id: str,
+    name: str,
+    token_hash: str,
+    *,
+    description: str = "",
+    expires_at: int | None = None,
+) -> str:
+    """Store a token (its hash); its id. A name the user has already is a UniqueViolation."""
+    token_id = new_id()
     await conn.execute(
-        "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at) "
-        "VALUES (?, ?, ?, ?, NOW_MS)",
-        (new_id(), token_hash, user_id, name),
+        "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at, description, "
+        "expires_at) VALUES (?, ?, ?, ?, NOW_MS, ?, ?)",
+        (token_id, token_hash, user_id, name, description, expires_at),
     )
+    return token_id
 
 
 async def replace_token(conn: Connection, user_id: str, name: str, token_hash: str) -> None:
