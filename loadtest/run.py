@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import appmetrics
 import cpu
 import locustrun
 import pgstats
@@ -69,7 +70,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--at",
         metavar="REV",
-        help="serve the procella package of this git revision (default: the working tree)",
+        action="append",
+        default=[],
+        help="serve the procella package of this git revision (default: the working tree); "
+        "given more than once, every run is made with each revision in turn",
     )
     p.add_argument("--out", type=Path, help="folder for results (default: a new temp folder)")
     p.add_argument(
@@ -184,6 +188,7 @@ def _measure(args: argparse.Namespace, kind: str, users: int, out: Path, root: P
             pgstats.reset(psql)
             before = pgstats.counters(psql)
         roots = component_roots(running)
+        app_before = appmetrics.scrape(running.replica_urls)
         cpu_before = cpu.component_seconds(roots)
         machine_before = cpu.machine_seconds()[0]
         irq_before = cpu.interrupt_seconds()
@@ -199,6 +204,7 @@ def _measure(args: argparse.Namespace, kind: str, users: int, out: Path, root: P
         finally:
             activity = sampler.stop() if sampler is not None else None
         seconds = dict(cpu.component_seconds(roots))
+        app = appmetrics.delta(app_before, appmetrics.scrape(running.replica_urls))
         used = {name: seconds[name] - cpu_before.get(name, 0.0) for name in seconds}
         used["locust"] = outcome.cpu_seconds
         own = cpu.own_seconds() + _children_seconds() - own_before - outcome.cpu_seconds
@@ -235,6 +241,7 @@ def _measure(args: argparse.Namespace, kind: str, users: int, out: Path, root: P
         cores=os.cpu_count() or 1,
         database=database,
         server_processes=len(running.replica_pids),
+        app=app,
     )
     if database is not None and database.settings.get("fsync") == "off":
         commits = database.counters.get("xact_commit", 0.0) / max(outcome.wall_seconds, 1.0)
@@ -294,14 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="procella-loadtest-"))
     code = Path(tempfile.mkdtemp(prefix="procella-load-code-"))
     try:
+        # (label, PYTHONPATH): each revision's procella/ outranks the editable install,
+        # since the servers run in their data folders (this process never imports it).
+        args.revisions = [("working tree", None)]
         if args.at:
-            sha = checkout(args.at, code)
-            # The servers run in their data folders, so PYTHONPATH outranks the editable
-            # install (this process never imports procella).
-            args.env["PYTHONPATH"] = str(code)
-            args.code = sha[:12]
-        else:
-            args.code = "working tree"
+            args.revisions = []
+            for n, rev in enumerate(args.at):
+                sha = checkout(rev, code / str(n))
+                args.revisions.append((sha[:12], str(code / str(n))))
         return _run_all(args, out)
     finally:
         shutil.rmtree(code, ignore_errors=True)
@@ -312,10 +319,17 @@ def _run_all(args: argparse.Namespace, out: Path) -> int:
     runs: list[Run] = []
     for kind in kinds:
         for users in args.user_counts:
-            run = run_once(args, kind, users, out / f"{kind}-u{users}")
-            runs.append(run)
-            print("\n".join(describe(run)), flush=True)
-            print(flush=True)
+            # Revisions alternate within a user count, so drift on the machine hits all.
+            for n, (label, path) in enumerate(args.revisions):
+                args.code = label
+                args.env.pop("PYTHONPATH", None)
+                if path is not None:
+                    args.env["PYTHONPATH"] = path
+                folder = f"{kind}-u{users}" + (f"-r{n}" if len(args.revisions) > 1 else "")
+                run = run_once(args, kind, users, out / folder)
+                runs.append(run)
+                print("\n".join(describe(run)), flush=True)
+                print(flush=True)
     if len(runs) > 1:
         print("\n".join(comparison(runs)))
     summary_path = out / "summary.json"

@@ -41,6 +41,7 @@ class Run:
     cores: int
     database: Database | None = None
     server_processes: int = 1  # replicas started (each one event loop)
+    app: dict[str, float] = field(default_factory=dict)  # appmetrics deltas over the run
     notes: list[str] = field(default_factory=list)
 
     def share(self, component: str) -> float:
@@ -115,11 +116,27 @@ def describe(run: Run) -> list[str]:
             if name in run.cpu
         ]
         lines.append("CPU ms per request: " + ", ".join(costs))
+    if run.app.get("statements"):
+        lines.append(_describe_app_database(run))
     if run.database is not None:
         lines += _describe_database(run, run.database)
     lines += [f"note: {n}" for n in run.notes]
     lines.append("verdict: " + verdict(run))
     return lines
+
+
+def _describe_app_database(run: Run) -> str:
+    """The replicas' own metrics: statements, and time waiting on the database."""
+    app, requests = run.app, max(run.locust.total.requests, 1)
+    per_s = 1 / run.seconds if run.seconds else 0.0
+    return (
+        f"Procella's metrics: {app['statements'] * per_s:.0f} statements/s = "
+        f"{app['statements'] / requests:.1f} per HTTP request, "
+        f"{1000 * app['statement_seconds'] / requests:.2f} ms in statements and "
+        f"{1000 * app['checkout_seconds'] / requests:.2f} ms waiting for a connection per "
+        f"request ({app['statement_seconds'] * per_s:.2f} and "
+        f"{app['checkout_seconds'] * per_s:.2f} s per s over the replicas)"
+    )
 
 
 def _describe_database(run: Run, db: Database) -> list[str]:
@@ -255,9 +272,10 @@ def _projection(run: Run) -> str:
 def comparison(runs: list[Run]) -> list[str]:
     """One line per run, to see where latency climbs as users grow ("-": no PostgreSQL)."""
     head = (
-        f"{'topology':<8} {'users':>5} {'req/s':>7} {'fail':>5} {'p50':>5} {'p95':>5} "
+        f"{'topology':<8} {'code':<12} {'users':>5} {'req/s':>7} {'fail':>5} {'p50':>5} {'p95':>5} "
         f"{'p99':>6} {'ckpt p50':>8} {'get p50':>7} {'pg exec':>7} {'pg in-tx':>8} {'stmt/s':>7} "
-        f"{'pg cpu':>6} {'app cpu':>7} {'locust':>6} {'other':>5} {'busy':>5}"
+        f"{'pg cpu':>6} {'app cpu':>7} {'app ms':>6} {'pg ms':>6} {'stmt/req':>8} "
+        f"{'locust':>6} {'other':>5} {'busy':>5}"
     )
     lines = [head]
     for r in runs:
@@ -271,11 +289,17 @@ def comparison(runs: list[Run]) -> list[str]:
             )
         else:
             pg = f"{'-':>7} {'-':>8} {'-':>7} {'-':>6}"
+        requests = max(t.requests, 1)
+        app_ms = 1000 * r.cpu.get("replicas", 0.0) / requests
+        pg_ms = f"{1000 * r.cpu['postgres'] / requests:>6.2f}" if "postgres" in r.cpu else "     -"
+        statements = r.app.get("statements", 0.0) / requests
         lines.append(
-            f"{r.topology:<8} {r.users:>5} {r.locust.rps:>7.1f} {t.failures:>5} {t.p50:>5} "
+            f"{r.topology:<8} {r.options.get('code', '')[:12]:<12} {r.users:>5} "
+            f"{r.locust.rps:>7.1f} {t.failures:>5} {t.p50:>5} "
             f"{t.p95:>5} {t.p99:>6} {'-' if ckpt is None else ckpt:>8} "
             f"{'-' if get is None else get:>7} {pg} "
-            f"{r.share('replicas'):>7.2f} {r.share('locust'):>6.2f} {r.share('other'):>5.2f} "
+            f"{r.share('replicas'):>7.2f} {app_ms:>6.2f} {pg_ms} {statements:>8.1f} "
+            f"{r.share('locust'):>6.2f} {r.share('other'):>5.2f} "
             f"{100 * r.share('machine') / r.cores:>4.0f}%"
         )
     return lines

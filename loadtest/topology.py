@@ -58,6 +58,7 @@ class Running:
     url: str
     admin_token: str
     replica_pids: list[int]
+    replica_urls: list[str]  # each replica directly, for its /metrics
     postgres: Postgres | None = None
     stop_servers: list[ProcellaServer | Cluster] = field(default_factory=list)
 
@@ -80,12 +81,14 @@ def start(kind: str, root: Path, server_env: Mapping[str, str]) -> Iterator[Runn
 
 
 def _single(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) -> Running:
-    # cutoff_bytes=None: the server's default delta cutoff, as in production.
-    server = ProcellaServer(root / "data", delta=True, cutoff_bytes=None, extra_env=env)
+    # Delta checkpoints on (LOAD_DELTA=auto sends them where the CLI would), with the
+    # server's default cutoff (cutoff_bytes=None), as in production.
+    server = ProcellaServer(root / "data", mode="delta", cutoff_bytes=None, extra_env=env)
     stack.callback(server.stop)
     server.start()
     assert server.process is not None
-    return Running("single", server.url, server.admin_token, [server.process.pid], None, [server])
+    pids = [server.process.pid]
+    return Running("single", server.url, server.admin_token, pids, [server.url], None, [server])
 
 
 def _cluster(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) -> Running:
@@ -101,7 +104,7 @@ def _cluster(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) ->
         database_url=pg.url(database),
         s3_endpoint=endpoint,
         bucket=services.create_bucket(endpoint),
-        delta=True,
+        mode="delta",
     )
     for replica in cluster.replicas:
         for name in _E2E_ONLY:
@@ -115,6 +118,6 @@ def _cluster(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) ->
         if any(name in replica.env and name not in env for name in _E2E_ONLY):
             raise RuntimeError("a replica restarted on a new port with e2e settings; run again")
     pids = [r.process.pid for r in cluster.replicas if r.process is not None]
-    return Running(
-        "cluster", cluster.url, cluster.admin_token, pids, Postgres(pg, database), [cluster]
-    )
+    urls = [r.url for r in cluster.replicas]
+    postgres = Postgres(pg, database)
+    return Running("cluster", cluster.url, cluster.admin_token, pids, urls, postgres, [cluster])
