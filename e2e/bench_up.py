@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -197,6 +198,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "edits in progress do not change what is measured",
     )
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, state)")
+    p.add_argument(
+        "--table-from",
+        type=Path,
+        metavar="JSON",
+        help="print the table of a run saved with --json (one that was stopped, too) and exit",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
@@ -790,6 +797,13 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table_from is not None:
+        saved = json.loads(args.table_from.read_text())
+        fields = {f.name for f in dataclasses.fields(Run)}
+        runs = [Run(**{k: v for k, v in r.items() if k in fields}) for r in saved["runs"]]
+        print(f"Procella {saved['meta']['code']}, CLI v{saved['meta']['cli']}\n")
+        print("\n".join(table(runs, [])))
+        return 0
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     with workspace(args.keep) as work:
