@@ -504,6 +504,8 @@ def state_size(backend: Backend, stack: str, logs: Path) -> int:
     result = backend.cli.run("stack", "export", "--file", str(path), "--stack", stack)
     size = path.stat().st_size if result.rc == 0 and path.exists() else 0
     path.unlink(missing_ok=True)
+    if not size:  # the table then shows 0.0 MB: say why, with the CLI's own words
+        print(f"    export of {stack} failed:\n{result.describe()[-2000:]}", flush=True)
     return size
 
 
