@@ -189,7 +189,7 @@ class AuthService:
             assert org is not None
             principal.require(org, Role.ADMIN)
         async with self.meta.transaction() as conn:
-            found = [t for t in await auth_q.list_tokens(conn, org) if t.id == token_id]
+            found = await auth_q.list_tokens(conn, org, token_id=token_id)
             if not found or not await auth_q.revoke_token(conn, token_id):
                 raise NotFound(f"token '{token_id}' not found, or revoked already")
             org_id = None if org is None else await auth_q.org_id(conn, org)

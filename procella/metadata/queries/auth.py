@@ -54,9 +54,10 @@ class TokenRow:
 
 
 async def list_tokens(
-    conn: Connection, org: str | None = None, login: str | None = None
+    conn: Connection, org: str | None = None, login: str | None = None, token_id: str | None = None
 ) -> list[TokenRow]:
-    """Tokens of the members of ``org`` (with their role there), or of ``login``, or all."""
+    """Tokens of the members of ``org`` (with their role there), of ``login``, the one with
+    ``token_id``, or all."""
     sql = (
         "SELECT t.id, u.login, t.name, t.description, t.created_at, t.expires_at, "
         "t.last_used_at, t.revoked_at, m.role FROM api_tokens t JOIN users u ON u.id = t.user_id "
@@ -73,6 +74,9 @@ async def list_tokens(
     if login is not None:
         sql += " AND u.login = ?"
         params.append(login)
+    if token_id is not None:
+        sql += " AND t.id = ?"
+        params.append(token_id)
     rows = await conn.fetchall(sql + " ORDER BY t.created_at, t.id", params)
     return [TokenRow(*row) for row in rows]
 
