@@ -355,14 +355,16 @@ class UpdateService:
             for e, s in zip(events, splits, strict=True)
         ]
         states = {digest: text for s in splits for digest, text in s.states.items()}
-        try:
-            async with self.meta.transaction() as conn:
-                await event_q.insert_many(conn, update.id, rows, states)
-        except NotFound:
-            # A state the GC collected between our read and our reference (it had been
-            # unreferenced): once more, which stores it again.
-            async with self.meta.transaction() as conn:
-                await event_q.insert_many(conn, update.id, rows, states)
+        for attempt in range(2):
+            try:
+                async with self.meta.transaction() as conn:
+                    await event_q.insert_many(conn, update.id, rows, states)
+                return
+            except NotFound:
+                # A state the GC collected between our read and our reference (it had been
+                # unreferenced): once more, which stores it again.
+                if attempt:
+                    raise
 
     async def complete(self, update: UpdateRecord, status: str) -> None:
         """End the update, release the stack and record its results. Retries succeed.
