@@ -17,6 +17,7 @@ from quart import Quart
 from procella.api import errors, observe, routes
 from procella.api.context import EXTENSION, Services
 from procella.api.drain import DrainRequestBody
+from procella.auth.exchange import OidcService
 from procella.auth.service import AuthService
 from procella.blobs import open_blob_store
 from procella.metadata import open_metadata_store
@@ -104,6 +105,7 @@ async def open_services(settings: Settings, *, bootstrap: bool = True) -> Servic
                 meta, stacks, states, settings.lease_max_seconds, settings.journaling
             ),
             secrets=SecretsService(stacks, crypto),
+            oidc=OidcService(meta, auth, settings),
         )
     except BaseException:
         await blobs.close()

@@ -10,6 +10,8 @@ through ``procella audit``; ``PROCELLA_AUDIT_RETENTION_DAYS`` bounds how long th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from procella import logs
 from procella.auth.models import Principal, Role
 from procella.metadata.base import Connection, MetadataStore
@@ -32,9 +34,22 @@ SECRETS_DECRYPT = "secrets.decrypt"
 SERVER = "procella"
 
 
+OIDC_ISSUER_CREATE = "oidc.issuer.create"
+OIDC_ISSUER_DELETE = "oidc.issuer.delete"
+OIDC_POLICY_UPDATE = "oidc.policy.update"
+
+
+@dataclass(frozen=True)
+class OidcSubject:
+    """The caller of an OIDC token exchange: no Procella token yet, an issuer's subject."""
+
+    issuer: str  # the issuer's registered name
+    subject: str  # the ID token's ``sub``
+
+
 # Who acted: a principal (an API token), the login that started an update (for a call
-# made with that update's lease), or None: the server itself.
-Actor = Principal | str | None
+# made with that update's lease), an OIDC subject, or None: the server itself.
+Actor = Principal | OidcSubject | str | None
 
 # The token name of calls made with an update's lease.
 UPDATE_LEASE = "update lease"
@@ -44,6 +59,8 @@ def who(actor: Actor) -> audit_q.Who:
     context = logs.current()
     if isinstance(actor, Principal):
         login, token_name = actor.login, actor.token_name
+    elif isinstance(actor, OidcSubject):
+        login, token_name = f"oidc:{actor.issuer}", actor.subject
     else:
         login, token_name = (SERVER, "") if actor is None else (actor, UPDATE_LEASE)
     return audit_q.Who(

@@ -193,6 +193,22 @@ class Settings:
         365.0,
         "Audit log entries older than this are deleted. 0 keeps them.",
     )
+    oidc_allow_private_issuers: bool = _setting(
+        False,
+        "Let OIDC token exchange reach issuers at private, loopback or link-local addresses "
+        "and over plain http (for an issuer inside your network, and for tests). Off, "
+        "discovery and JWKS are fetched only over https from public addresses.",
+    )
+    oidc_jwks_cache_seconds: float = _setting(
+        300.0,
+        "How long a replica reuses an OIDC issuer's discovery document and keys. A token "
+        "signed with a key it does not know makes it fetch them again (at most once a second).",
+    )
+    oidc_max_expiration_seconds: int = _setting(
+        86400,
+        "The longest an access token minted by OIDC token exchange may live, whatever an "
+        "issuer's registration allows.",
+    )
     trusted_proxies: str = _setting(
         "",
         "Comma-separated addresses or networks (CIDR) of the proxies in front of the server: "
@@ -303,6 +319,7 @@ class Settings:
             "workers",
             "database_pool_max_size",
             "max_request_bytes",
+            "oidc_max_expiration_seconds",
         ):
             if getattr(self, field) < 1:
                 fail(field, "must be at least 1")

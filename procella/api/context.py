@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from quart import current_app
 
+from procella.auth.exchange import OidcService
 from procella.auth.service import AuthService
 from procella.blobs.base import BlobStore
 from procella.metadata.base import MetadataStore
@@ -26,6 +27,7 @@ class Services:
     stacks: StackService
     updates: UpdateService
     secrets: SecretsService
+    oidc: OidcService
     draining: bool = field(default=False)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response
 
-from procella.api import audit, secrets, stacks, tokens, updates, user
+from procella.api import audit, oidc, secrets, stacks, tokens, updates, user
 
 STACK = "/api/stacks/<org>/<project>/<stack>"
 KIND = "<any(update, preview, refresh, destroy):kind>"
@@ -32,6 +32,14 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/orgs/<org>/tokens", tokens.list_tokens),
     ("POST", "/api/orgs/<org>/tokens", tokens.create_token),
     ("DELETE", "/api/orgs/<org>/tokens/<token_id>", tokens.revoke_token),
+    # OIDC: the token exchange, and issuers with their policies (org admins)
+    ("POST", "/api/oauth/token", oidc.exchange_token),
+    ("GET", "/api/orgs/<org>/oidc/issuers", oidc.list_issuers),
+    ("POST", "/api/orgs/<org>/oidc/issuers", oidc.register_issuer),
+    ("GET", "/api/orgs/<org>/oidc/issuers/<issuer_id>", oidc.get_issuer),
+    ("DELETE", "/api/orgs/<org>/oidc/issuers/<issuer_id>", oidc.delete_issuer),
+    ("GET", "/api/orgs/<org>/auth/policies/oidcissuers/<issuer_id>", oidc.get_policies),
+    ("PATCH", "/api/orgs/<org>/auth/policies/oidcissuers/<issuer_id>", oidc.set_policies),
     ("GET", "/api/orgs/<org>/auditlogs", audit.list_entries_v1),
     ("GET", "/api/orgs/<org>/auditlogs/v2", audit.list_entries),
     ("GET", "/api/orgs/<org>/auditlogs/export", audit.export_entries_v1),

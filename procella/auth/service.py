@@ -125,17 +125,19 @@ class AuthService:
     async def create_token(
         self,
         org: str,
-        role: Role,
+        role: Role | None,
         login: str,
         name: str,
         *,
         description: str = "",
         expires_in: float | None = None,
-        actor: Principal | None = None,
+        actor: audit.Actor = None,
+        oidc_issuer_id: str | None = None,
     ) -> IssuedToken:
-        """Mint a token for ``login`` (created if needed) with ``role`` in ``org``, for
-        ``expires_in`` seconds or for good. ``actor``: an org admin through the API, or
-        None for the server's command line."""
+        """Mint a token for ``login`` with ``role`` in ``org``, for ``expires_in`` seconds
+        or for good. With a role, the user is created if needed and given that role; with
+        None, they must be a member already and keep their role. ``actor``: an org admin
+        through the API, an OIDC subject, or None for the server's command line."""
         check_org_name(org)
         if expires_in is not None and expires_in <= 0:
             raise BadRequest("a token's expiry must be in the future")
@@ -143,8 +145,14 @@ class AuthService:
         expires_at = None if expires_in is None else int((time.time() + expires_in) * 1000)
         async with self.meta.transaction() as conn:
             org_id = await auth_q.ensure_org(conn, org)
+            if role is None:
+                held = await auth_q.role_of(conn, login, org)
+                if held is None:
+                    raise NotFound(f"user '{login}' is not a member of '{org}'")
+            else:
+                held = role.name.lower()
             user_id = await auth_q.ensure_user(conn, login)
-            await auth_q.set_membership(conn, user_id, org_id, role.name.lower())
+            await auth_q.set_membership(conn, user_id, org_id, held)
             try:
                 token_id = await auth_q.insert_token(
                     conn,
@@ -153,6 +161,7 @@ class AuthService:
                     token_hash(token),
                     description=description,
                     expires_at=expires_at,
+                    oidc_issuer_id=oidc_issuer_id,
                 )
             except UniqueViolation:
                 raise AlreadyExists(f"{login} already has a token named {name!r}") from None
@@ -163,7 +172,7 @@ class AuthService:
                 actor,
                 audit.TOKEN_CREATE,
                 login,
-                f"created token {name!r} for {login} ({role.name.lower()} in {org}{until})",
+                f"created token {name!r} for {login} ({held} in {org}{until})",
             )
         self.cache.clear()  # the user's role may have changed: here at once, elsewhere in ttl
         return IssuedToken(token_id, token, expires_at)

@@ -147,13 +147,14 @@ async def insert_token(
     *,
     description: str = "",
     expires_at: int | None = None,
+    oidc_issuer_id: str | None = None,
 ) -> str:
     """Store a token (its hash); its id. A name the user has already is a UniqueViolation."""
     token_id = new_id()
     await conn.execute(
         "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at, description, "
-        "expires_at) VALUES (?, ?, ?, ?, NOW_MS, ?, ?)",
-        (token_id, token_hash, user_id, name, description, expires_at),
+        "expires_at, oidc_issuer_id) VALUES (?, ?, ?, ?, NOW_MS, ?, ?, ?)",
+        (token_id, token_hash, user_id, name, description, expires_at, oidc_issuer_id),
     )
     return token_id
 
@@ -162,3 +163,13 @@ async def replace_token(conn: Connection, user_id: str, name: str, token_hash: s
     """Make ``token_hash`` the only token called ``name`` of the user."""
     await conn.execute("DELETE FROM api_tokens WHERE user_id = ? AND name = ?", (user_id, name))
     await insert_token(conn, user_id, name, token_hash)
+
+
+async def role_of(conn: Connection, login: str, org: str) -> str | None:
+    """``login``'s role in ``org``, or None if they are not a member."""
+    row = await conn.fetchone(
+        "SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id "
+        "JOIN orgs o ON o.id = m.org_id WHERE u.login = ? AND o.name = ?",
+        (login, org),
+    )
+    return None if row is None else str(row[0])
