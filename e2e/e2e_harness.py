@@ -433,6 +433,8 @@ class ProcellaServer:
                 "PROCELLA_ADMIN_TOKEN": self.admin_token,
                 "PROCELLA_JOURNALING": "true" if self.mode == "journal" else "false",
                 "PROCELLA_SHUTDOWN_TIMEOUT_SECONDS": "5",
+                # The OIDC tests' issuer (tests/oidc_issuer.py) listens on 127.0.0.1.
+                "PROCELLA_OIDC_ALLOW_PRIVATE_ISSUERS": "true",
                 "PROCELLA_LOG_LEVEL": os.environ.get("PROCELLA_E2E_LOG_LEVEL", "INFO"),
             }
         )
