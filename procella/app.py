@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 
 from quart import Quart
 
+from procella import console
 from procella.api import errors, observe, routes
 from procella.api.context import EXTENSION, Services
 from procella.api.drain import DrainRequestBody
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         RESPONSE_TIMEOUT=settings.request_timeout,
     )
     app.register_blueprint(routes.blueprint())
+    console.register(app)  # the web console, at the paths the CLI links to (not under /api)
     observe.register(app, settings)
     errors.register(app)
     app.asgi_app = DrainRequestBody(app.asgi_app)  # type: ignore[method-assign]

@@ -215,6 +215,17 @@ class Settings:
         "from them, `X-Forwarded-For` names the client the audit log records. Empty: the "
         "peer address is the client.",
     )
+    console_session_key: str = _setting(
+        "",
+        "Key of the web console's session cookies (they are encrypted and authenticated with "
+        "it), 64 hex characters, the same on every replica. Empty: derived from the "
+        "encryption key. Changing it logs everyone out of the console.",
+        secret=True,
+    )
+    console_session_hours: float = _setting(
+        12.0,
+        "How long a console login lasts (the API token it was made with must stay valid too).",
+    )
     shutdown_timeout_seconds: float = _setting(
         30.0,
         "On SIGTERM, how long in-flight requests may take to finish.",
@@ -313,6 +324,10 @@ class Settings:
                 "the same key. Generate one with: "
                 "python -c 'import secrets; print(secrets.token_hex(32))'",
             )
+        if self.console_session_key and not _is_hex_key(self.console_session_key):
+            fail("console_session_key", "must be 64 hexadecimal characters (32 bytes)")
+        if self.console_session_hours <= 0:
+            fail("console_session_hours", "must be more than 0")
         if self.lease_max_seconds < 300:
             fail("lease_max_seconds", "must be at least 300: the CLI assumes 5-minute leases")
         for field in (

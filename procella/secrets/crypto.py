@@ -51,6 +51,11 @@ class StackCrypto:
     def _hkdf(self, info: bytes) -> bytes:
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self._master)
 
+    def purpose_key(self, purpose: str) -> bytes:
+        """A 32-byte key for another use of the master key (the console's session cookies),
+        independent of every stack key: HKDF with an info no stack id can produce."""
+        return self._hkdf(b"procella purpose:" + purpose.encode())
+
     def _derive(self, stack_id: str) -> AESGCM:
         return AESGCM(self._hkdf(_INFO + stack_id.encode()))
 

@@ -1,0 +1,86 @@
+"""A user's own API tokens, as the console's ``/account/tokens`` manages them.
+
+Unlike ``/api/orgs/<org>/tokens`` (an org admin minting tokens for anyone with any role),
+this lets every user list, create and revoke only their *own* tokens. A token carries no
+role of its own: it acts with its user's memberships, so a new token can do exactly what
+the token that made it can. Each change is in the audit log of every org the user belongs
+to, as ``token.create`` / ``token.revoke``, since each of those org admins can see it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from procella import audit
+from procella.auth.models import Principal, new_api_token, token_hash
+from procella.auth.service import AuthService, IssuedToken
+from procella.errors import AlreadyExists, BadRequest, NotFound
+from procella.metadata.base import Connection, UniqueViolation
+from procella.metadata.queries import auth as auth_q
+
+MAX_NAME = 100
+
+
+class OwnTokens:
+    def __init__(self, auth: AuthService) -> None:
+        self.auth = auth
+        self.meta = auth.meta
+
+    async def list(self, principal: Principal) -> list[auth_q.TokenRow]:
+        async with self.meta.read() as conn:
+            return await auth_q.list_tokens(conn, login=principal.login)
+
+    async def create(
+        self, principal: Principal, name: str, expires_in: float | None
+    ) -> IssuedToken:
+        name = name.strip()
+        if not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
+            raise BadRequest(f"a token's name must be 1-{MAX_NAME} printable characters")
+        if expires_in is not None and expires_in <= 0:
+            raise BadRequest("a token's expiry must be in the future")
+        token = new_api_token()
+        expires_at = None if expires_in is None else int((time.time() + expires_in) * 1000)
+        async with self.meta.transaction() as conn:
+            try:
+                token_id = await auth_q.insert_token(
+                    conn, principal.user_id, name, token_hash(token), expires_at=expires_at
+                )
+            except UniqueViolation:
+                raise AlreadyExists(f"you already have a token named {name!r}") from None
+            until = "" if expires_at is None else f", expires {_iso(expires_at)}"
+            await self._record(
+                conn,
+                principal,
+                audit.TOKEN_CREATE,
+                f"created token {name!r} for {principal.login} in the console{until}",
+            )
+        return IssuedToken(token_id, token, expires_at)
+
+    async def revoke(self, principal: Principal, token_id: str) -> None:
+        async with self.meta.transaction() as conn:
+            found = await auth_q.list_tokens(conn, login=principal.login, token_id=token_id)
+            if not found or not await auth_q.revoke_token(conn, token_id):
+                raise NotFound(f"token '{token_id}' not found, or revoked already")
+            await self._record(
+                conn,
+                principal,
+                audit.TOKEN_REVOKE,
+                f"revoked token {found[0].name!r} of {principal.login} in the console",
+            )
+        self.auth.cache.clear()  # here at once; other replicas within the cache's ttl
+
+    async def _record(
+        self, conn: Connection, principal: Principal, action: str, description: str
+    ) -> None:
+        org_ids: list[str | None] = []
+        for org in principal.orgs:
+            found = await auth_q.org_id(conn, org)
+            if found is not None:
+                org_ids.append(found)
+        for org_id in org_ids or [None]:
+            await audit.record(conn, org_id, principal, action, principal.login, description)
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")
