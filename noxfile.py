@@ -47,9 +47,12 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def e2e(session: nox.Session) -> None:
     """The real pulumi CLI against `procella serve` on the embedded default, in every
-    checkpoint mode (the CLI is built once per machine and cached); then the same with the
-    older pinned CLI, as a compatibility check."""
+    checkpoint mode (the CLI is built once per machine and cached), and the web console in
+    headless Chromium; then the same with the older pinned CLI, as a compatibility check."""
     install_project(session, "test")
+    # The console's browser tests (e2e/test_console.py) drive Debian's chromium with
+    # Playwright; `playwright install` is never run (it downloads browsers from a CDN).
+    session.install("playwright>=1.48")
     session.run("pytest", "e2e", "-n", "2", *session.posargs)
     session.run(
         "pytest", "e2e", "-n", "2", *session.posargs, env={"PROCELLA_E2E_CLI_VERSION": "3.259.0"}

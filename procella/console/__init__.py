@@ -12,6 +12,7 @@ The org segment uses a converter that refuses the paths the server keeps for its
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from werkzeug.wrappers.response import Response as Redirect
 
 from procella import errors, metrics
 from procella.api.errors import status_of
-from procella.console import account, pages, session, updates
+from procella.console import account, events, pages, session, updates
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def register(app: Quart) -> None:
     bp.register_error_handler(Exception, _unexpected_error)
     bp.context_processor(_page_context)
     bp.add_app_template_filter(_when, "when")
+    bp.add_app_template_filter(_changes, "changes")
     app.register_blueprint(bp)
 
 
@@ -85,6 +87,17 @@ def _when(epoch_ms: int | None) -> str:
     if epoch_ms is None:
         return ""
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _changes(stored: str | None) -> str:
+    """An update's stored resource changes (JSON) as the CLI's symbols: ``+3 ~1 -1``."""
+    try:
+        found = json.loads(stored or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(found, dict):
+        return ""
+    return events.changes_text({str(k): v for k, v in found.items() if isinstance(v, int)})
 
 
 async def _page_context() -> dict[str, Any]:

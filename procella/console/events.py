@@ -198,9 +198,12 @@ def _collect_outputs(metadata: Any, summary: Summary) -> None:
 
 
 def change_lines(changes: dict[str, int]) -> list[Line]:
-    """The "Resources:" block: ``+ 3 created``, ``2 unchanged``."""
+    """The "Resources:" block: ``+ 3 created``, ``2 unchanged``, in the CLI's order (the
+    order of its ops, unchanged last)."""
+    order = {op: rank for rank, op in enumerate([*(op for op in OPS if op != "same"), "same"])}
+    ranked = sorted(changes.items(), key=lambda kv: order.get(kv[0], len(order)))
     lines = []
-    for op, count in changes.items():
+    for op, count in ranked:
         if count <= 0:
             continue
         word = CHANGE_WORDS.get(op, op)
@@ -220,3 +223,8 @@ def duration(seconds: int) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def changes_text(changes: dict[str, int]) -> str:
+    """The counts on one line, for tables: ``+3 ~1 -1 +-1``."""
+    return " ".join(f"{line.symbol}{line.text}" for line in change_lines(changes) if line.symbol)

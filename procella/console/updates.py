@@ -17,6 +17,7 @@ from procella.console import events as ev
 from procella.console import session
 from procella.console.pages import int_arg
 from procella.console.reads import ConsoleReads
+from procella.console.state import MASK, is_secret, masked
 from procella.metadata.base import UpdateRecord
 from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef
@@ -96,7 +97,7 @@ async def _render(ref: StackRef, update: UpdateRecord) -> str:
         last_sequence=last,
         more=len(found) >= EVENTS_PER_PAGE,
         message=_message(update),
-        st_outputs=summary.outputs,
+        outputs=_output_lines(summary.outputs or {}),
     )
 
 
@@ -113,6 +114,14 @@ async def _events_json(ref: StackRef, update: UpdateRecord) -> Response:
         "status": update.status,
     }
     return Response(json.dumps(body), content_type="application/json")
+
+
+def _output_lines(outputs: dict[str, Any]) -> list[str]:
+    """The "Outputs:" block as the CLI prints it: ``name: value``, secrets as [secret]."""
+    return [
+        f"{name}: {MASK if is_secret(value) else json.dumps(masked(value))}"
+        for name, value in sorted(outputs.items())
+    ]
 
 
 def _stored_changes(update: UpdateRecord) -> dict[str, int] | None:

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from quart import typing as qt
 
+from procella import create_app
 from procella.auth.models import Role
+from procella.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.console.conftest import BUCKET_URN, ORG, SECRET, STACK, Browser, Seeded
 from tests.helpers import Api, assert_ok, body_json, step_event
@@ -221,3 +223,23 @@ async def test_own_tokens_are_created_listed_and_revoked(
     log = await body_json(await api.call("GET", f"/api/orgs/{ORG}/auditlogs/v2"))
     events = [(e["event"], e["user"]["githubLogin"]) for e in log["auditLogEvents"]]
     assert ("token.create", "tom") in events and ("token.revoke", "tom") in events
+
+
+async def test_any_replica_follows_an_update_another_one_records(
+    settings: Settings, seeded: Seeded, api: Api
+) -> None:
+    """The update's events arrive at one replica (the fixture's app) and another replica
+    (a second app on the same database and blob store) shows them live."""
+    running = await api.started(STACK)
+    async with create_app(settings).test_app() as replica:
+        browser = Browser(replica.test_client())
+        await browser.login(ADMIN_TOKEN)
+        assert 'data-live="true"' in (await browser.get("/acme/web/dev/updates/3")).text
+        meta = {"type": "pulumi-python:dynamic:Resource", "urn": BUCKET_URN}
+        event = step_event(1, "resourcePreEvent", "update", meta, meta)
+        await assert_ok(await api.events(running, [event]), 204)
+        polled = json.loads((await browser.get("/acme/web/dev/updates/3/events")).text)
+        assert polled["lines"][0]["text"].endswith("bucket updating") and not polled["done"]
+        await assert_ok(await api.complete(running, "failed"), 204)
+        polled = json.loads((await browser.get("/acme/web/dev/updates/3/events?after=1")).text)
+        assert polled["done"] is True and polled["status"] == "failed"

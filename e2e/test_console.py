@@ -1,0 +1,213 @@
+"""The web console in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright) against ``procella serve`` on which the real CLI just ran ``pulumi up`` twice,
+with a secret, and once more with a program that fails.
+
+The CLI runs with ``PULUMI_CONSOLE_DOMAIN`` set to the server's host:port, so it prints
+``View Live: http://127.0.0.1:<port>/<org>/<project>/<stack>/updates/<n>`` (the scheme is the
+backend URL's): the browser follows those very links. One server and one browser serve every
+test of the module (CI time), on the journaling mode only: the console reads what the
+services give it, whatever the CLI's checkpoint mode. Screenshots go to
+``$PROCELLA_CONSOLE_SCREENSHOTS`` when it is set (``docs/console/`` was made that way).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi_toolchain
+import pytest
+from conftest import CLI_VERSION, CLUSTER
+from e2e_harness import (
+    Names,
+    ProcellaServer,
+    PulumiCLI,
+    Stack,
+    expect_fail,
+    make_project,
+    poll,
+)
+
+CHROMIUM = os.environ.get("PROCELLA_E2E_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("PROCELLA_CONSOLE_SCREENSHOTS", "")
+_VIEW_LIVE = re.compile(r"View Live: (\S+)")
+
+# The console reads the same services on every topology and with every CLI: run it once,
+# on the default pin and the single server, where `nox -s e2e` runs first.
+pytestmark = [
+    pytest.mark.skipif(
+        CLUSTER or CLI_VERSION != pulumi_toolchain.DEFAULT_CLI_VERSION,
+        reason="the console's browser tests run once, with the default CLI on `procella serve`",
+    ),
+    pytest.mark.xdist_group("console"),  # one server and one browser for the module
+]
+
+
+@dataclass
+class Deployed:
+    server: ProcellaServer
+    cli: PulumiCLI
+    stack: Stack
+    links: list[str]  # the View Live links of the two successful updates and the failed one
+    org: str
+    project_dir: Path
+    tmp: Path
+
+
+def view_live(output: str) -> str:
+    found = _VIEW_LIVE.findall(output)
+    assert found, f"the CLI printed no View Live link:\n{output}"
+    return str(found[-1])
+
+
+@pytest.fixture(scope="module")
+def deployed(toolchain: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    tmp = tmp_path_factory.mktemp("console")
+    server = ProcellaServer(tmp / "data", mode="journal")
+    server.start()
+    try:
+        names = Names(org=f"e2e-{secrets.token_hex(4)}", project="web")
+        cli = PulumiCLI(
+            toolchain,
+            tmp / "pulumi-home",
+            backend_url=server.url,
+            token=server.admin_token,
+            cwd=tmp,
+            extra_env={"PULUMI_CONSOLE_DOMAIN": f"127.0.0.1:{server.port}"},
+        )
+        cli.login()
+        project_dir = make_project("things", names.project, tmp)
+        stack = Stack(cli, names.stack("dev"), project_dir).init()
+        stack.ok("config", "set", "--secret", "secret", "s3cr3t-config")
+        links = [view_live(stack.ok("up", "--yes", "--skip-preview").output)]
+        stack.ok("config", "set", "generation", "2")
+        links.append(view_live(stack.ok("up", "--yes", "--skip-preview").output))
+        stack.ok("config", "set", "generation", "not-a-number")
+        failed = expect_fail(stack.run("up", "--yes", "--skip-preview"))
+        links.append(view_live(failed.output))
+        yield Deployed(server, cli, stack, links, names.org, project_dir, tmp)
+        cli.close()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def shot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+def log_in(chromium: Any, deployed: Deployed, token: str, target: str) -> Any:
+    """A fresh browser context: open ``target``, get the login page, log in, land there."""
+    page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(target)
+    assert "/login" in page.url
+    page.fill("input[name=token]", token)
+    shot(page, "login")
+    page.click("button[type=submit]")
+    page.wait_for_url(target)
+    return page
+
+
+def test_the_cli_links_lead_to_the_update_its_events_and_resources(
+    chromium: Any, deployed: Deployed
+) -> None:
+    first, second, failed = deployed.links
+    stack_path = f"/{deployed.stack.name}"
+    assert first == f"{deployed.server.url}{stack_path}/updates/1"
+    assert second.endswith(f"{stack_path}/updates/2") and failed.endswith("/updates/3")
+    page = log_in(chromium, deployed, deployed.server.admin_token, second)
+    events = page.inner_text("#events")
+    assert "+- pulumi-python:dynamic:Resource bravo replaced" in events
+    assert "~  pulumi-python:dynamic:Resource alpha updated" in events
+    assert "-  pulumi-python:dynamic:Resource charlie deleted" in events
+    assert "hush-hush" not in page.content()  # secret outputs stay masked in events
+    assert "1 updated" in page.inner_text("main") and "1 replaced" in page.inner_text("main")
+    shot(page, "update")
+    page.goto(failed)
+    assert "failed" in page.inner_text("#status")
+    assert "error:" in page.inner_text(".diagnostics")
+    shot(page, "update-failed")
+    page.click(f"a[href='{stack_path}']")
+    page.wait_for_url(f"**{stack_path}")
+    resources = page.inner_text("table.resources")
+    for name in ("alpha", "bravo", "group", "group-one", "guarded"):
+        assert name in resources
+    assert "charlie" not in resources and "protected" in resources
+    assert "[secret]" in page.inner_text("table.outputs")
+    assert "[secret]" in page.inner_text("table.config")  # the secret config key
+    page.click("form.inline button.reveal")  # the first secret output: config_secret
+    assert "s3cr3t-config" in page.inner_text("code.revealed")
+    shot(page, "stack")
+    page.click("table.resources a:text-is('guarded')")
+    assert "Protected" in page.inner_text("table.props") and "yes" in page.inner_text("table.props")
+    shot(page, "resource")
+    page.goto(f"{deployed.server.url}{stack_path}/diff?from=1&to=2")
+    assert "charlie" in page.inner_text("main") and "bravo" in page.inner_text("main")
+    shot(page, "diff")
+    page.goto(f"{deployed.server.url}/{deployed.org}")
+    assert "dev" in page.inner_text("table.stacks") and "failed" in page.inner_text("table.stacks")
+    shot(page, "org")
+    page.goto(f"{deployed.server.url}/account/tokens")
+    page.fill("input[name=name]", "laptop")
+    page.click("form.create-token button")
+    assert page.inner_text("#new-token").startswith("pul-")
+    shot(page, "tokens")
+    page.close()
+
+
+def test_a_viewer_cannot_reveal_a_secret(chromium: Any, deployed: Deployed) -> None:
+    token = deployed.server.create_token(deployed.org, "viewer", "vivian")
+    target = f"{deployed.server.url}/{deployed.stack.name}"
+    page = log_in(chromium, deployed, token, target)
+    assert "[secret]" in page.inner_text("table.outputs")
+    assert page.locator("button.reveal").count() == 0
+    # Even a hand-made form post (with the right CSRF token) is refused.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    status = page.evaluate(
+        """async ([url, csrf]) => (await fetch(url, {method: 'POST',
+             body: new URLSearchParams({csrf, name: 'config_secret'})})).status""",
+        [f"{target}/outputs/reveal", csrf],
+    )
+    assert status == 403
+    assert "s3cr3t" not in page.content()
+    page.close()
+
+
+def test_a_running_update_updates_live(chromium: Any, deployed: Deployed) -> None:
+    release = deployed.tmp / "release"
+    live = Stack(deployed.cli, f"{deployed.org}/web/live", deployed.project_dir).init()
+    live.ok("config", "set", "scenario", "slow")
+    live.ok("config", "set", "wait_file", str(release))
+    run = live.start_up()
+    marker = release.with_name(release.name + ".started")
+    poll(marker.exists, timeout=120, message="the update reached `slow`")
+    target = f"{deployed.server.url}/{live.name}/updates/1"
+    page = log_in(chromium, deployed, deployed.server.admin_token, target)
+    assert "running" in page.inner_text("#status")
+    page.wait_for_selector("#events :text('slow creating')", timeout=20_000)
+    shot(page, "update-live")
+    release.touch()
+    # The page polls, sees the end and reloads itself with the summary.
+    page.wait_for_selector("#status:text('succeeded')", timeout=120_000)
+    assert "slow created" in page.inner_text("#events")
+    assert run.wait(120).rc == 0
+    page.close()
