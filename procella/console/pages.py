@@ -22,6 +22,7 @@ from procella.errors import BadRequest, NotFound
 from procella.stacks.models import StackRef, check_org_name, check_project_name, check_tag_name
 
 RESOURCES_PER_PAGE = 200
+CHANGES_PER_PAGE = 200
 HISTORY_ROWS = 20
 PREVIEW_ROWS = 10
 
@@ -178,6 +179,17 @@ async def diff_page(org: str, project: str, stack: str) -> str:
         raise NotFound(f"stack '{ref}' has versions 0 to {latest}")
     old, new = await asyncio.gather(_resources(me, ref, since), _resources(me, ref, to))
     changes = await asyncio.to_thread(st.diff, old, new)
+    page = int_arg("page", 1, minimum=1)
+    pages = max(1, -(-len(changes) // CHANGES_PER_PAGE))
     return await render_template(
-        "diff.html", ref=ref, since=since, to=to, latest=latest, changes=changes, st=st
+        "diff.html",
+        ref=ref,
+        since=since,
+        to=to,
+        latest=latest,
+        changes=changes[(page - 1) * CHANGES_PER_PAGE : page * CHANGES_PER_PAGE],
+        change_count=len(changes),
+        page=page,
+        pages=pages,
+        st=st,
     )
