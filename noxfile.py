@@ -30,13 +30,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit, property, contract, cluster and API tests; then the API suite again on
-    PostgreSQL + S3. Property tests run derandomized when CI or HYPOTHESIS_PROFILE=ci is set."""
+    """Unit, property, contract, cluster, API and console tests; then the API and console
+    suites again on PostgreSQL + S3. Property tests run derandomized when CI or
+    HYPOTHESIS_PROFILE=ci is set."""
     install_project(session, "test")
     session.run("pytest", "tests", "--ignore=tests/deployments", "-n", "2", *session.posargs)
     session.run(
         "pytest",
         "tests/api",
+        "tests/console",
         "-n",
         "2",
         *session.posargs,
