@@ -4,9 +4,10 @@ with a secret, and once more with a program that fails.
 
 The CLI runs with ``PULUMI_CONSOLE_DOMAIN`` set to the server's host:port, so it prints
 ``View Live: http://127.0.0.1:<port>/<org>/<project>/<stack>/updates/<n>`` (the scheme is the
-backend URL's): the browser follows those very links. One server and one browser serve every
-test of the module (CI time), on the journaling mode only: the console reads what the
-services give it, whatever the CLI's checkpoint mode. Screenshots go to
+backend URL's): the browser follows those very links. One server (or, with
+PROCELLA_E2E_TOPOLOGY=cluster, three replicas behind Caddy) and one browser serve every test
+of the module (CI time), on the journaling mode only: the console reads what the services
+give it, whatever the CLI's checkpoint mode. Screenshots go to
 ``$PROCELLA_CONSOLE_SCREENSHOTS`` when it is set (``docs/console/`` was made that way).
 """
 
@@ -23,7 +24,8 @@ from typing import Any
 
 import pulumi_toolchain
 import pytest
-from conftest import CLI_VERSION, CLUSTER
+from cluster import Cluster
+from conftest import CLI_VERSION, CLUSTER, services
 from e2e_harness import (
     Names,
     ProcellaServer,
@@ -42,8 +44,8 @@ _VIEW_LIVE = re.compile(r"View Live: (\S+)")
 # on the default pin and the single server, where `nox -s e2e` runs first.
 pytestmark = [
     pytest.mark.skipif(
-        CLUSTER or CLI_VERSION != pulumi_toolchain.DEFAULT_CLI_VERSION,
-        reason="the console's browser tests run once, with the default CLI on `procella serve`",
+        CLI_VERSION != pulumi_toolchain.DEFAULT_CLI_VERSION,
+        reason="the console's browser tests run with the default CLI pin only",
     ),
     pytest.mark.xdist_group("console"),  # one server and one browser for the module
 ]
@@ -51,7 +53,7 @@ pytestmark = [
 
 @dataclass
 class Deployed:
-    server: ProcellaServer
+    server: ProcellaServer | Cluster
     cli: PulumiCLI
     stack: Stack
     links: list[str]  # the View Live links of the two successful updates and the failed one
@@ -66,35 +68,53 @@ def view_live(output: str) -> str:
     return str(found[-1])
 
 
-@pytest.fixture(scope="module")
-def deployed(toolchain: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    tmp = tmp_path_factory.mktemp("console")
-    server = ProcellaServer(tmp / "data", mode="journal")
-    server.start()
-    try:
-        names = Names(org=f"e2e-{secrets.token_hex(4)}", project="web")
-        cli = PulumiCLI(
-            toolchain,
-            tmp / "pulumi-home",
-            backend_url=server.url,
-            token=server.admin_token,
-            cwd=tmp,
-            extra_env={"PULUMI_CONSOLE_DOMAIN": f"127.0.0.1:{server.port}"},
+def start_server(request: pytest.FixtureRequest, tmp: Path) -> ProcellaServer | Cluster:
+    """`procella serve`, or with PROCELLA_E2E_TOPOLOGY=cluster three replicas behind Caddy
+    (round robin: the pages, the session and the live feed come from any replica)."""
+    server: ProcellaServer | Cluster
+    if CLUSTER:
+        postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
+        server = Cluster(
+            tmp / "cluster",
+            database_url=postgres.url(services.create_database(postgres.admin_url)),
+            s3_endpoint=s3,
+            bucket=services.create_bucket(s3),
+            mode="journal",
         )
-        cli.login()
-        project_dir = make_project("things", names.project, tmp)
-        stack = Stack(cli, names.stack("dev"), project_dir).init()
-        stack.ok("config", "set", "--secret", "secret", "s3cr3t-config")
-        links = [view_live(stack.ok("up", "--yes", "--skip-preview").output)]
-        stack.ok("config", "set", "generation", "2")
-        links.append(view_live(stack.ok("up", "--yes", "--skip-preview").output))
-        stack.ok("config", "set", "generation", "not-a-number")
-        failed = expect_fail(stack.run("up", "--yes", "--skip-preview"))
-        links.append(view_live(failed.output))
-        yield Deployed(server, cli, stack, links, names.org, project_dir, tmp)
-        cli.close()
-    finally:
-        server.stop()
+    else:
+        server = ProcellaServer(tmp / "data", mode="journal")
+    request.addfinalizer(server.stop)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    request: pytest.FixtureRequest, toolchain: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
+    tmp = tmp_path_factory.mktemp("console")
+    server = start_server(request, tmp)
+    names = Names(org=f"e2e-{secrets.token_hex(4)}", project="web")
+    cli = PulumiCLI(
+        toolchain,
+        tmp / "pulumi-home",
+        backend_url=server.url,
+        token=server.admin_token,
+        cwd=tmp,
+        extra_env={"PULUMI_CONSOLE_DOMAIN": f"127.0.0.1:{server.port}"},
+    )
+    request.addfinalizer(cli.close)
+    cli.login()
+    project_dir = make_project("things", names.project, tmp)
+    stack = Stack(cli, names.stack("dev"), project_dir).init()
+    stack.ok("config", "set", "--secret", "secret", "s3cr3t-config")
+    links = [view_live(stack.ok("up", "--yes", "--skip-preview").output)]
+    stack.ok("config", "set", "generation", "2")
+    links.append(view_live(stack.ok("up", "--yes", "--skip-preview").output))
+    stack.ok("config", "set", "generation", "not-a-number")
+    failed = expect_fail(stack.run("up", "--yes", "--skip-preview"))
+    links.append(view_live(failed.output))
+    yield Deployed(server, cli, stack, links, names.org, project_dir, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +154,10 @@ def test_the_cli_links_lead_to_the_update_its_events_and_resources(
     stack_path = f"/{deployed.stack.name}"
     assert first == f"{deployed.server.url}{stack_path}/updates/1"
     assert second.endswith(f"{stack_path}/updates/2") and failed.endswith("/updates/3")
+    # `pulumi stack ls` has the stack page as its URL column.
+    listed = deployed.stack.cli.json("stack", "ls", "--json", cwd=deployed.project_dir)
+    urls = [entry.get("url") for entry in listed if entry["name"].endswith("/dev")]
+    assert urls == [f"{deployed.server.url}{stack_path}"], listed
     page = log_in(chromium, deployed, deployed.server.admin_token, second)
     events = page.inner_text("#events")
     assert "+- pulumi-python:dynamic:Resource bravo replaced" in events

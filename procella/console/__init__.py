@@ -17,7 +17,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from quart import Blueprint, Quart, redirect, render_template, request, url_for
+from quart import Blueprint, Quart, Response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 from werkzeug.wrappers.response import Response as Redirect
@@ -78,9 +78,28 @@ def register(app: Quart) -> None:
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected_error)
     bp.context_processor(_page_context)
+    bp.after_request(_page_headers)
     bp.add_app_template_filter(_when, "when")
     bp.add_app_template_filter(_changes, "changes")
     app.register_blueprint(bp)
+
+
+# Pages load only their own CSS and script, cannot be framed (clickjacking on the forms),
+# and are never cached: a page may show a revealed secret or a new token.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+async def _page_headers(response: Response) -> Response:
+    if request.endpoint == "console.static":
+        return response
+    for name, value in PAGE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _when(epoch_ms: int | None) -> str:

@@ -88,7 +88,11 @@ async def test_the_stack_page(browser: Browser, seeded: Seeded) -> None:
     assert "[secret]" in text and "hunter2" not in text
     assert "env: dev" in text
     # The tree: the bucket under the stack, with its provider and protect flag.
-    assert "padding-left: 1.75em" in text and ">bucket</a>" in text and "protected" in text
+    assert (
+        'class="depth-1"><a href="/acme/web/dev/resources/' in text
+        and ">bucket</a>" in text
+        and "protected" in text
+    )
     assert ">#2</a>" in text and ">#1</a>" in text and "preview by admin" in text
 
 

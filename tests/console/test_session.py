@@ -120,3 +120,17 @@ async def test_the_console_never_shadows_the_servers_own_paths(browser: Browser)
     assert (
         response.status_code == 200 and b"procella_http_requests_total" in await response.get_data()
     )
+
+
+async def test_pages_are_not_framed_cached_or_sniffed(browser: Browser) -> None:
+    await browser.login(ADMIN_TOKEN)
+    for path in ("/login", "/organization", "/account/tokens", "/nope-path-x/y/z/updates/1"):
+        page = await browser.get(path)
+        csp = page.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+        assert page.headers["Cache-Control"] == "no-store"
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+    response = await browser.client.get("/_console/static/console.css")
+    assert response.status_code == 200 and "no-store" not in response.headers.get(
+        "Cache-Control", ""
+    )
