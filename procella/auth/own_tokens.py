@@ -32,7 +32,7 @@ class OwnTokens:
             return await auth_q.list_tokens(conn, login=principal.login)
 
     async def create(
-        self, principal: Principal, name: str, expires_in: float | None
+        self, principal: Principal, name: str, expires_in: float | None, description: str = ""
     ) -> IssuedToken:
         name = name.strip()
         if not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
@@ -44,7 +44,12 @@ class OwnTokens:
         async with self.meta.transaction() as conn:
             try:
                 token_id = await auth_q.insert_token(
-                    conn, principal.user_id, name, token_hash(token), expires_at=expires_at
+                    conn,
+                    principal.user_id,
+                    name,
+                    token_hash(token),
+                    description=description[: MAX_NAME * 2],
+                    expires_at=expires_at,
                 )
             except UniqueViolation:
                 raise AlreadyExists(f"you already have a token named {name!r}") from None

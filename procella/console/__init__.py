@@ -24,12 +24,15 @@ from werkzeug.wrappers.response import Response as Redirect
 
 from procella import errors, metrics
 from procella.api.errors import status_of
-from procella.console import account, events, pages, session, updates
+from procella.console import account, cli_login, events, pages, session, updates
 
 log = logging.getLogger(__name__)
 
 # First path segments that are never an org: the server's own, and the console's.
-RESERVED = ("api", "healthz", "readyz", "metrics", "login", "logout", "account", "user")
+RESERVED = (
+    "api", "healthz", "readyz", "metrics", "login", "logout", "account", "user", "cli-login",
+    "welcome",
+)  # fmt: skip
 
 
 class OrgConverter(BaseConverter):
@@ -47,6 +50,9 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/user/settings/tokens", account.tokens_page),  # the CLI's login prompt links here
     ("POST", "/account/tokens", account.create_token),
     ("POST", "/account/tokens/<token_id>/revoke", account.revoke_token),
+    ("GET", "/cli-login", cli_login.confirm_page),  # `pulumi login`, browser flow
+    ("POST", "/cli-login", cli_login.log_cli_in),
+    ("GET", "/welcome/cli", cli_login.welcome_page),
     ("GET", "/<org:org>", pages.org_page),
     ("GET", "/<org:org>/<project>", pages.project_page),
     ("GET", "/<org:org>/<project>/<stack>", pages.stack_page),

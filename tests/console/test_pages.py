@@ -247,3 +247,30 @@ async def test_any_replica_follows_an_update_another_one_records(
         await assert_ok(await api.complete(running, "failed"), 204)
         polled = json.loads((await browser.get("/acme/web/dev/updates/3/events?after=1")).text)
         assert polled["done"] is True and polled["status"] == "failed"
+
+
+async def test_pulumi_login_in_the_browser(as_user: Any, api: Api, browser: Browser) -> None:
+    """The CLI's browser login: /cli-login, a confirmation (CSRF), a new token of the user's
+    sent to the CLI's listener on 127.0.0.1 with its nonce; then /welcome/cli."""
+    nonce = "ab" * 32
+    query = f"cliSessionPort=43123&cliSessionNonce={nonce}&cliSessionDescription=laptop"
+    anonymous = await browser.get(f"/cli-login?{query}")
+    assert anonymous.status == 302 and anonymous.headers["Location"].startswith("/login?next=")
+    member = await as_user(Role.MEMBER, "cleo")
+    page = await member.get(f"/cli-login?{query}")
+    assert page.status == 200 and "cleo" in page.text
+    assert "form-action 'self' http://127.0.0.1:43123" in page.headers["Content-Security-Policy"]
+    form = {"cliSessionPort": "43123", "cliSessionNonce": nonce, "cliSessionDescription": "x"}
+    assert (await member.post("/cli-login", form, csrf=False)).status == 400
+    done = await member.post("/cli-login", form)
+    assert done.status == 303
+    location = done.headers["Location"]
+    assert location.startswith("http://127.0.0.1:43123/?accessToken=pul-")
+    assert location.endswith(f"&nonce={nonce}")
+    token = location.split("accessToken=")[1].split("&")[0]
+    user = await body_json(await api.as_token(token).call("GET", "/api/user"))
+    assert user["githubLogin"] == "cleo"
+    assert "pulumi login" in (await member.get("/account/tokens")).text
+    assert (await member.get("/welcome/cli")).status == 200
+    for bad in ("cliSessionPort=0", "cliSessionPort=x", "cliSessionPort=1&cliSessionNonce=%3C"):
+        assert (await member.get(f"/cli-login?{bad}")).status == 400, bad
