@@ -14,10 +14,14 @@ give it, whatever the CLI's checkpoint mode. Screenshots go to
 from __future__ import annotations
 
 import os
+import pty
 import re
 import secrets
+import select
 import shutil
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,3 +239,96 @@ def test_a_running_update_updates_live(chromium: Any, deployed: Deployed) -> Non
     assert "slow created" in page.inner_text("#events")
     assert run.wait(120).rc == 0
     page.close()
+
+
+def test_pulumi_login_in_the_browser(chromium: Any, deployed: Deployed, tmp_path: Path) -> None:
+    """`pulumi login` in a terminal, <ENTER> for the browser: the CLI opens /cli-login (here a
+    fake xdg-open hands the URL to Chromium), the user logs in to the console and confirms,
+    and the CLI receives a new token of theirs."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    opened = tmp_path / "opened-url"
+    xdg_open = fake_bin / "xdg-open"
+    xdg_open.write_text(f'#!/bin/sh\nprintf "%s" "$1" > {opened}\n')
+    xdg_open.chmod(0o755)
+    cli = deployed.cli.with_token(None, tmp_path / "home")  # type: ignore[arg-type]
+    env = {**cli.env, "PATH": f"{fake_bin}{os.pathsep}{cli.env['PATH']}", "TERM": "xterm"}
+    with Terminal([cli.executable, "login", deployed.server.url], env, tmp_path) as terminal:
+        prompt = terminal.wait_for("/user/settings/tokens")
+        assert f"paste an access token from {deployed.server.url}/user/settings/tokens" in prompt
+        terminal.write("\r")
+        url = terminal.wait_until(lambda: opened.exists() and opened.read_text(), "xdg-open")
+        assert url.startswith(f"{deployed.server.url}/cli-login?") and "cliSessionNonce=" in url
+        page = chromium.new_context().new_page()
+        page.goto(url)
+        page.fill("input[name=token]", deployed.server.admin_token)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/cli-login?**")
+        page.click("form.cli-login button")
+        page.wait_for_url("**/welcome/cli")
+        assert "logged in" in page.inner_text("h1")
+        shot(page, "cli-login-done")
+        output = terminal.wait_for("Logged in to")
+        assert "as admin" in output
+        assert terminal.wait() == 0
+        page.close()
+    assert cli.ok("whoami").stdout.strip() == "admin"
+
+
+class Terminal:
+    """A command on a pseudo-terminal, so the CLI believes a person is at the keyboard."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.args, self.env, self.cwd = args, env, cwd
+        self.output = b""
+
+    def __enter__(self) -> Terminal:
+        master, slave = pty.openpty()
+        self.master = master
+        self.process = subprocess.Popen(
+            self.args,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        os.close(slave)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        os.close(self.master)
+
+    def _read(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if ready:
+            try:
+                self.output += os.read(self.master, 65536)
+            except OSError:  # the command exited and closed the terminal
+                time.sleep(timeout)
+
+    def wait_until(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        """Read the terminal (so the command never blocks on it) until ``condition()``."""
+        deadline = time.monotonic() + timeout
+        while not (found := condition()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {timeout} s:\n{self.output.decode()}")
+            self._read(0.2)
+        return found
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        self.wait_until(lambda: text.encode() in self.output, repr(text), timeout)
+        return self.output.decode(errors="replace")
+
+    def write(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def wait(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self._read(0.2)
+        return self.process.wait(1)
