@@ -137,7 +137,7 @@ async def test_request_id_is_echoed_when_sane_and_made_otherwise(
         echoed = response.headers["X-Request-Id"]
         assert echoed != bad and len(echoed) == 32
     # Errors carry it too.
-    response = await client.get("/nope", headers={"X-Request-Id": "err-1"})
+    response = await client.get("/api/nope", headers={"X-Request-Id": "err-1"})
     assert response.status_code == 404 and response.headers["X-Request-Id"] == "err-1"
 
 
