@@ -18,7 +18,7 @@ from procella.auth.models import Principal, Role
 from procella.console import session
 from procella.console import state as st
 from procella.console.reads import ConsoleReads
-from procella.errors import BadRequest, NotFound
+from procella.errors import BadRequest, Forbidden, NotFound
 from procella.stacks.models import StackRef, check_org_name, check_project_name, check_tag_name
 
 RESOURCES_PER_PAGE = 200
@@ -87,7 +87,6 @@ async def _render_stack(org: str, project: str, stack: str, revealed: dict[str, 
     shown = tree[(page - 1) * RESOURCES_PER_PAGE : page * RESOURCES_PER_PAGE]
     outputs = st.stack_outputs(resources)
     config = _config(history[0].config if history else "{}")
-    role = me.role_in(org)
     return await render_template(
         "stack.html",
         ref=ref,
@@ -100,10 +99,20 @@ async def _render_stack(org: str, project: str, stack: str, revealed: dict[str, 
         pages=pages,
         outputs=outputs,
         revealed=revealed,
-        may_reveal=role is not None and role >= Role.MEMBER,
+        may_reveal=await _may_decrypt(me, ref),
         config=config,
         st=st,
     )
+
+
+async def _may_decrypt(me: Principal, ref: StackRef) -> bool:
+    """Whether the secrets service would decrypt for ``me`` (it resolves the stack with the
+    member role): only then is a Reveal button shown."""
+    try:
+        await services().stacks.resolve(me, ref, Role.MEMBER)
+    except Forbidden:
+        return False
+    return True
 
 
 def _config(text: str) -> list[tuple[str, str, bool]]:
@@ -131,7 +140,6 @@ async def reveal_output(org: str, project: str, stack: str) -> str:
     form = await request.form
     session.check_csrf(form.get("csrf"))
     ref = stack_ref(org, project, stack)
-    me.require(org, Role.MEMBER)  # before reading anything, as the API's decrypt route
     name = form.get("name") or ""
     value = st.stack_outputs(await _resources(me, ref, None)).get(name)
     sealed = st.ciphertext(value)
