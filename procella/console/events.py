@@ -226,5 +226,5 @@ def _is_int(value: Any) -> bool:
 
 
 def changes_text(changes: dict[str, int]) -> str:
-    """The counts on one line, for tables: ``+3 ~1 -1 +-1``."""
-    return " ".join(f"{line.symbol}{line.text}" for line in change_lines(changes) if line.symbol)
+    """The counts on one line, for tables: ``1 updated, 1 deleted`` (unchanged left out)."""
+    return ", ".join(line.text for line in change_lines(changes) if line.kind != "same")

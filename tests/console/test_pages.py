@@ -94,6 +94,7 @@ async def test_the_stack_page(browser: Browser, seeded: Seeded) -> None:
         and "protected" in text
     )
     assert ">#2</a>" in text and ">#1</a>" in text and "preview by admin" in text
+    assert "<code>3 created</code>" in text  # update 1's changes, as the CLI words them
 
 
 async def test_a_secret_is_revealed_only_to_members_and_audited(
