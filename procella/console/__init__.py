@@ -63,6 +63,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/<org:org>/<project>/<stack>/updates/<int:version>/events", updates.update_events),
     ("GET", "/<org:org>/<project>/<stack>/previews/<update_id>", updates.preview_page),
     ("GET", "/<org:org>/<project>/<stack>/previews/<update_id>/events", updates.preview_events),
+    # Anything else under an org is a mistyped console link: an HTML 404, not the API's JSON.
+    ("GET", "/<org:org>/<path:rest>", pages.no_such_page),
 )
 
 

@@ -201,3 +201,7 @@ async def diff_page(org: str, project: str, stack: str) -> str:
         pages=pages,
         st=st,
     )
+
+
+async def no_such_page(org: str, rest: str) -> str:
+    raise NotFound(f"there is no console page at /{org}/{rest}")

@@ -181,6 +181,8 @@ async def test_resource_and_diff_pages(browser: Browser, seeded: Seeded) -> None
         ("/acme/web/nope", 404),
         ("/acme/web/bad%20name", 400),
         ("/acme/bad%20name/dev", 400),
+        ("/acme/web/dev/updates/abc", 404),
+        ("/acme/web/dev/nonsense/a/b", 404),
     ],
 )
 async def test_bad_input_gets_an_html_error_page(
