@@ -60,7 +60,7 @@ class Deployed:
     server: ProcellaServer | Cluster
     cli: PulumiCLI
     stack: Stack
-    links: list[str]  # the View Live links of the two successful updates and the failed one
+    links: list[str]  # View Live links: the two successful updates, a preview, the failure
     org: str
     project_dir: Path
     tmp: Path
@@ -115,6 +115,7 @@ def deployed(
     links = [view_live(stack.ok("up", "--yes", "--skip-preview").output)]
     stack.ok("config", "set", "generation", "2")
     links.append(view_live(stack.ok("up", "--yes", "--skip-preview").output))
+    links.append(view_live(stack.ok("preview").output))
     stack.ok("config", "set", "generation", "not-a-number")
     failed = expect_fail(stack.run("up", "--yes", "--skip-preview"))
     links.append(view_live(failed.output))
@@ -154,7 +155,7 @@ def log_in(chromium: Any, deployed: Deployed, token: str, target: str) -> Any:
 def test_the_cli_links_lead_to_the_update_its_events_and_resources(
     chromium: Any, deployed: Deployed
 ) -> None:
-    first, second, failed = deployed.links
+    first, second, preview, failed = deployed.links
     stack_path = f"/{deployed.stack.name}"
     assert first == f"{deployed.server.url}{stack_path}/updates/1"
     assert second.endswith(f"{stack_path}/updates/2") and failed.endswith("/updates/3")
@@ -170,6 +171,10 @@ def test_the_cli_links_lead_to_the_update_its_events_and_resources(
     assert "hush-hush" not in page.content()  # secret outputs stay masked in events
     assert "1 updated" in page.inner_text("main") and "1 replaced" in page.inner_text("main")
     shot(page, "update")
+    assert re.fullmatch(rf"{deployed.server.url}{stack_path}/previews/[0-9a-f]{{32}}", preview)
+    page.goto(preview)
+    assert "Previewing update" in page.inner_text("main")
+    assert "succeeded" in page.inner_text("#status")
     page.goto(failed)
     assert "failed" in page.inner_text("#status")
     assert "error:" in page.inner_text(".diagnostics")
