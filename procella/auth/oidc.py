@@ -281,6 +281,8 @@ def pick_key(keys: list[jwt.PyJWK], header: dict[str, Any]) -> jwt.PyJWK:
         raise invalid_grant("the token names no key ('kid') and the issuer has several")
     for key in keys:
         if key.key_id == kid:
+            if key.algorithm_name != header["alg"]:  # a key published for another algorithm
+                raise invalid_grant(f"key {kid!r} is not an {header['alg']} key")
             return key
     raise UnknownKey(kid)
 

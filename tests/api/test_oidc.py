@@ -196,6 +196,10 @@ async def test_every_bad_token_is_refused_and_mints_nothing(
     stranger = SigningKey.new()
     message = await refused(await exchange(api, issuer.token(github_claims(), key=stranger)))
     assert "has no key" in message
+    # An ES256 token under the id of the issuer's RSA key.
+    confused = SigningKey(issuer.keys[0].kid, "ES256", SigningKey.new("ES256").private)
+    message = await refused(await exchange(api, issuer.token(github_claims(), key=confused)))
+    assert "is not an ES256 key" in message
     assert await token_count(api) == before
 
 
