@@ -180,7 +180,7 @@ class OidcService:
         policies = oidc.parse_policies(issuer.policies)
         policy = oidc.choose(policies, request.token_type, request.team, request.user, claims)
         seconds = oidc.granted_seconds(
-            request.expiration, issuer.max_expiration_s, self.server_max_s
+            request.expiration, policy.max_expiration_s, issuer.max_expiration_s, self.server_max_s
         )
         token = await self._mint(request, issuer, policy, claims, seconds)
         return Exchanged(token, request.token_type, seconds, request.scope)
