@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from quart import current_app
 
 from procella.auth.service import AuthService
+from procella.auth.teams import TeamService
 from procella.blobs.base import BlobStore
 from procella.metadata.base import MetadataStore
 from procella.secrets.service import SecretsService
@@ -23,6 +24,7 @@ class Services:
     meta: MetadataStore
     blobs: BlobStore
     auth: AuthService
+    teams: TeamService
     stacks: StackService
     updates: UpdateService
     secrets: SecretsService
