@@ -200,6 +200,7 @@ def test_teams_from_the_command_line(env: dict[str, str]) -> None:
         (("team", "grant", *grant, "--stack", "dev", "--permission", "read"), "not found"),
         (("token", "create", "--org", "acme", "--team", "web", "--role", "admin"), "no --role"),
         (("token", "create", "--org", "acme", "--team", "nope"), "not found"),
+        (("token", "create", "--org", "acme", "--user", "team:acme/web"), "name team tokens"),
     ):
         result = CliRunner().invoke(main, list(args), env=env)
         assert result.exit_code != 0 and message in result.output, (args, result.output)

@@ -22,8 +22,6 @@ ADMIN_LOGIN = "admin"
 ADMIN_TOKEN_NAME = "bootstrap"
 # A token's last use is written at most this often (not at every request).
 LAST_USED_EVERY_MS = 60_000
-# The logins of team tokens' user rows start so (``team_q.token_login``); people's cannot.
-TEAM_LOGIN_PREFIX = "team:"
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,8 @@ class AuthService:
         ``expires_in`` seconds or for good. ``actor``: an org admin through the API, or
         None for the server's command line."""
         check_org_name(org)
-        if login.startswith(TEAM_LOGIN_PREFIX):
-            raise BadRequest(f"logins starting with {TEAM_LOGIN_PREFIX!r} name team tokens")
+        if login.startswith(team_q.TOKEN_LOGIN_PREFIX):
+            raise BadRequest(f"logins starting with {team_q.TOKEN_LOGIN_PREFIX!r} name team tokens")
         expires_at = _expiry(expires_in)
         token = new_api_token()
         async with self.meta.transaction() as conn:

@@ -10,7 +10,8 @@ from procella.metadata.queries import new_id
 
 async def principal_by_token_hash(conn: Connection, token_hash: str) -> PrincipalRecord | None:
     """The user of a live token (not revoked, not expired) and their roles, or the team of a
-    team token, in one query (every API call that misses the principal cache makes it)."""
+    team token, in one query (every API call that misses the principal cache makes it,
+    and one more for the grants of the teams: ``teams.grants_of_user``/``_of_team``)."""
     rows = await conn.fetchall(
         "SELECT u.id, u.login, u.site_admin, t.name, t.id, t.expires_at, t.last_used_at, "
         "tm.id, tmo.name, tm.name, o.name, m.role FROM api_tokens t "

@@ -169,10 +169,13 @@ async def remove_stack_grant(conn: Connection, team_id: str, stack_id: str) -> b
 # Tokens -------------------------------------------------------------------------------
 
 
+# The logins of team tokens' user rows start so; people's logins cannot (a colon).
+TOKEN_LOGIN_PREFIX = "team:"
+
+
 def token_login(org: str, team: str) -> str:
-    """The login a team's tokens are recorded under (in the audit log, in update history).
-    The colon keeps it apart from people's logins, which have none."""
-    return f"team:{org}/{team}"
+    """The login a team's tokens are recorded under (in the audit log, in update history)."""
+    return f"{TOKEN_LOGIN_PREFIX}{org}/{team}"
 
 
 async def list_tokens(
