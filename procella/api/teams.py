@@ -84,34 +84,49 @@ async def get_team(org: str, team: str) -> Response:
 async def update_team(org: str, team: str) -> Response:
     caller = await _admin(org)
     body = await _body()
-    present = [keys for keys in _CHANGES if any(k in body for k in keys)]
-    if len(present) != 1:
-        names = ", ".join(keys[0] for keys in _CHANGES)
-        raise BadRequest(f"a team update makes exactly one change, one of: {names}")
+    change = _change_of(body)
     teams = services().teams
-    change = present[0][0]
     if change == "newDescription":
         description = field(body, "newDescription", str, required=False)
         if description is None:
             raise BadRequest("only the description of a team can change ('newDescription')")
         await teams.set_description(caller, org, team, description)
     elif change == "memberAction":
-        action = field(body, "memberAction", str)
-        login = field(body, "member", str)
-        if action == "add":
-            await teams.add_member(caller, org, team, login)
-        elif action == "remove":
-            await teams.remove_member(caller, org, team, login)
-        else:
-            raise BadRequest("field 'memberAction' must be 'add' or 'remove'")
-    elif change in ("addStackPermission", "addProjectPermission"):
-        value = require_object(body[change], change)
-        target = _target(value, stack=change == "addStackPermission")
-        await teams.grant(caller, org, team, target, parse_permission(value.get("permission")))
+        await _change_member(caller, org, team, body)
     else:
-        value = require_object(body[change], change)
-        await teams.revoke_grant(caller, org, team, _target(value, stack=change == "removeStack"))
+        await _change_grant(caller, org, team, change, require_object(body[change], change))
     return json_response(team_json(await teams.get(caller, org, team)))
+
+
+def _change_of(body: dict[str, Any]) -> str:
+    """The one change a PATCH asks for (the first key of its group in ``_CHANGES``)."""
+    present = [keys for keys in _CHANGES if any(k in body for k in keys)]
+    if len(present) != 1:
+        names = ", ".join(keys[0] for keys in _CHANGES)
+        raise BadRequest(f"a team update makes exactly one change, one of: {names}")
+    return present[0][0]
+
+
+async def _change_member(caller: Principal, org: str, team: str, body: dict[str, Any]) -> None:
+    action = field(body, "memberAction", str)
+    login = field(body, "member", str)
+    if action == "add":
+        await services().teams.add_member(caller, org, team, login)
+    elif action == "remove":
+        await services().teams.remove_member(caller, org, team, login)
+    else:
+        raise BadRequest("field 'memberAction' must be 'add' or 'remove'")
+
+
+async def _change_grant(
+    caller: Principal, org: str, team: str, change: str, value: dict[str, Any]
+) -> None:
+    target = _target(value, stack=change in ("addStackPermission", "removeStack"))
+    if change.startswith("add"):
+        role = parse_permission(value.get("permission"))
+        await services().teams.grant(caller, org, team, target, role)
+    else:
+        await services().teams.revoke_grant(caller, org, team, target)
 
 
 async def delete_team(org: str, team: str) -> Response:

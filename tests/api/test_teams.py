@@ -122,6 +122,10 @@ async def test_an_admin_creates_changes_and_deletes_a_team(
         "POST", f"{TEAMS}/pulumi", {"name": "deployers", "teamType": "pulumi"}
     )
     await assert_ok(response, 201)
+    # That path is only for creating: a team called "pulumi" is reached as any other.
+    await assert_error(await api.call("GET", f"{TEAMS}/pulumi"), 404)
+    await create_team(api, "pulumi")
+    await change(api, "pulumi", {"newDescription": "named like the path"})
 
 
 async def test_team_changes_are_in_the_audit_log(
