@@ -169,12 +169,13 @@ class AuthService:
         *,
         expires_in: float | None = None,
         description: str = "",
-        actor: Principal | None = None,
+        actor: audit.Actor = None,
     ) -> IssuedToken:
         """Mint a token that acts as ``team`` of ``org`` (exactly the team's grants, no
-        personal role), for ``expires_in`` seconds or for good. ``actor``: who asked (an org
-        admin through the API), or None for the server itself (its command line, a token
-        exchange). Its secret is in the answer only."""
+        personal role), for ``expires_in`` seconds or for good. ``actor``: who asked, for
+        the audit log (an org admin's principal through the API, a token exchange's
+        subject), or None for the server itself (its command line). The secret is in the
+        answer only. Token names are unique per team: a taken one is AlreadyExists."""
         check_org_name(org)
         expires_at = _expiry(expires_in)
         token = new_api_token()

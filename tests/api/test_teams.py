@@ -5,12 +5,14 @@ as their team, with nothing else."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from procella.auth.models import Role
+from procella.errors import AlreadyExists, BadRequest, NotFound
 from tests.helpers import Api, assert_error, assert_ok, body_json, untyped
 
 ORG = "acme"
@@ -413,3 +415,32 @@ async def test_a_team_token_of_another_org_sees_nothing_here(
     await assert_error(await bot.get_stack(DEV), 404)
     await assert_error(await bot.create_update(DEV), 404)
     assert (await bot.list_stacks(organization=ORG))["stacks"] == []
+
+
+async def test_the_service_mints_team_tokens_with_an_expiry(
+    app: Any, api: Api, stacks: tuple[str, str]
+) -> None:
+    """``AuthService.create_team_token``, as a token exchange calls it (no HTTP caller)."""
+    await create_team(api)
+    await change(api, "deployers", grant_stack(DEV, "write"))
+    auth = app.app.extensions["procella"].auth
+    issued = await auth.create_team_token(ORG, "deployers", "exchanged", expires_in=3600)
+    assert issued.expires_at is not None
+    assert abs(issued.expires_at / 1000 - (time.time() + 3600)) < 60
+    bot = api.as_token(issued.token)
+    assert await can_update(bot, DEV) == 200
+    [info] = (await body_json(await api.call("GET", f"{TEAMS}/deployers/tokens")))["tokens"]
+    assert (info["id"], info["name"], info["expires"]) == (
+        issued.id,
+        "exchanged",
+        issued.expires_at // 1000,
+    )
+    log = await body_json(await api.call("GET", f"/api/orgs/{ORG}/auditlogs/v2"))
+    newest = log["auditLogEvents"][0]
+    assert (newest["event"], newest["user"]["githubLogin"]) == ("token.create", "procella")
+    with pytest.raises(AlreadyExists):
+        await auth.create_team_token(ORG, "deployers", "exchanged")
+    with pytest.raises(NotFound):
+        await auth.create_team_token(ORG, "nope", "x")
+    with pytest.raises(BadRequest):
+        await auth.create_team_token(ORG, "deployers", "y", expires_in=0)
