@@ -41,6 +41,7 @@ def trust(server: ProcellaServer | Cluster, org: str, issuer: OidcIssuer, **poli
         "rules": {"repository": "acme/infra", "ref": "refs/heads/*"},
         **policy,
     }
+    rule = {key: value for key, value in rule.items() if value is not None}
     status, body = server.api(
         "PATCH",
         f"/api/orgs/{org}/auth/policies/oidcissuers/{created['id']}",
@@ -165,3 +166,27 @@ def test_key_rotation_and_revocation(
     refused(
         oidc_login(ci, names.org, issuer.token(CLAIMS, audience=audience)), "trusts no OIDC issuer"
     )
+
+
+def test_a_ci_job_logs_in_as_a_team(
+    ci: PulumiCLI,
+    server: ProcellaServer | Cluster,
+    names: Names,
+    issuer: OidcIssuer,
+    tmp_path: Path,
+) -> None:
+    trust(server, names.org, issuer, tokenType="team", teamName="deployers", role=None)
+    team = ["--org", names.org, "--team", "deployers"]  # the org exists now
+    server.admin_command("team", "create", *team)
+    server.admin_command(
+        "team", "grant", *team, "--project", names.project, "--permission", "write"
+    )
+    token = issuer.token(CLAIMS, audience=f"urn:pulumi:org:{names.org}")
+    login = oidc_login(ci, names.org, token, "--oidc-team", "deployers")
+    assert login.rc == 0, login.describe()
+    whoami = ci.ok("whoami", "-v").stdout
+    assert "Token type: team: deployers" in whoami, whoami
+
+    stack = Stack(ci, names.stack(), make_project("things", names.project, tmp_path / "p")).init()
+    assert stack.up()["create"] > 0
+    refused(oidc_login(ci, names.org, token, "--oidc-team", "ops"), "for team 'ops'")

@@ -20,6 +20,7 @@ from procella.api.context import EXTENSION, Services
 from procella.api.drain import DrainRequestBody
 from procella.auth.exchange import OidcService
 from procella.auth.service import AuthService
+from procella.auth.teams import TeamService
 from procella.blobs import open_blob_store
 from procella.metadata import open_metadata_store
 from procella.secrets.crypto import StackCrypto
@@ -102,6 +103,7 @@ async def open_services(settings: Settings, *, bootstrap: bool = True) -> Servic
             meta=meta,
             blobs=blobs,
             auth=auth,
+            teams=TeamService(meta, auth),
             stacks=stacks,
             updates=UpdateService(
                 meta, stacks, states, settings.lease_max_seconds, settings.journaling

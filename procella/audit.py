@@ -29,6 +29,13 @@ UPDATE_EXPIRE = "update.expire"
 TOKEN_CREATE = "token.create"
 TOKEN_REVOKE = "token.revoke"
 SECRETS_DECRYPT = "secrets.decrypt"
+TEAM_CREATE = "team.create"
+TEAM_UPDATE = "team.update"
+TEAM_DELETE = "team.delete"
+TEAM_MEMBER_ADD = "team.member.add"
+TEAM_MEMBER_REMOVE = "team.member.remove"
+TEAM_GRANT_ADD = "team.permission.add"
+TEAM_GRANT_REMOVE = "team.permission.remove"
 
 # The login of the actions the server takes on its own.
 SERVER = "procella"

@@ -1,4 +1,4 @@
-"""The ``procella`` command: serve, migrate, gc, token, settings.
+"""The ``procella`` command: serve, migrate, gc, token, team, audit, settings.
 
 Every command reads the same ``PROCELLA_*`` settings as the server.
 """
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from procella.auth.models import Role
+from procella.auth.models import PERMISSIONS, Role, permission_name
+from procella.auth.teams import Target
 from procella.errors import ConfigurationError, ProcellaError
 from procella.settings import Settings, markdown_table
 
@@ -100,14 +101,14 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--org", required=True, help="Organization the token's user belongs to.")
+@click.option("--org", required=True, help="Organization the token's user (or team) belongs to.")
 @click.option(
     "--role",
     type=click.Choice(["viewer", "member", "admin"]),
-    default="member",
-    show_default=True,
+    help="The user's role in the organization (default: member).",
 )
 @click.option("--user", "login", help="User login (default: <org>-<role>).")
+@click.option("--team", help="Mint a team token instead: it acts as this team of --org.")
 @click.option("--name", help="Token name, shown by `pulumi whoami -v` (default: cli).")
 @click.option("--description", default="", help="What the token is for.")
 @click.option(
@@ -117,24 +118,33 @@ def token() -> None:
 )
 def token_create(
     org: str,
-    role: str,
+    role: str | None,
     login: str | None,
+    team: str | None,
     name: str | None,
     description: str,
     expires_in: str | None,
 ) -> None:
     """Mint an API token and print it (it is stored only as a hash)."""
     lifetime = None if expires_in is None else _duration_seconds(expires_in)
+    if team is not None and (role is not None or login is not None):
+        raise click.UsageError("a team token has its team's grants: no --role nor --user")
+    role = role or "member"
 
     async def work(services: Services) -> str:
-        issued = await services.auth.create_token(
-            org,
-            Role.parse(role),
-            login or f"{org}-{role}",
-            name or "cli",
-            description=description,
-            expires_in=lifetime,
-        )
+        if team is not None:
+            issued = await services.auth.create_team_token(
+                org, team, name or "cli", expires_in=lifetime, description=description
+            )
+        else:
+            issued = await services.auth.create_token(
+                org,
+                Role.parse(role),
+                login or f"{org}-{role}",
+                name or "cli",
+                description=description,
+                expires_in=lifetime,
+            )
         return issued.token
 
     try:
@@ -195,6 +205,120 @@ def _iso_ms(epoch_ms: int | None) -> str:
     if epoch_ms is None:
         return "-"
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+@main.group()
+def team() -> None:
+    """Manage an organization's teams: members and their grants on projects and stacks."""
+
+
+_ORG = click.option("--org", required=True, help="The team's organization.")
+_TEAM = click.option("--team", "name", required=True, help="The team's name.")
+
+
+def _team_work(work: Callable[[Services], Awaitable[T]]) -> T:
+    """Run a team command's work; a refusal (no such team, bad name) is a clean error."""
+    try:
+        return _run(_settings(), work)
+    except ProcellaError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@team.command("create")
+@_ORG
+@_TEAM
+@click.option("--description", default="", help="What the team is for.")
+def team_create(org: str, name: str, description: str) -> None:
+    """Create a team (the organization must exist)."""
+    _team_work(lambda s: s.teams.create(None, org, name, description))
+    click.echo(f"created team {name} in {org}")
+
+
+@team.command("list")
+@_ORG
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def team_list(org: str, as_json: bool) -> None:
+    """List the organization's teams with their members and grants."""
+    for view in _team_work(lambda s: s.teams.list_teams(None, org)):
+        grants = [
+            {
+                "project": g.project,
+                "stack": g.stack,
+                "permission": permission_name(Role.parse(g.role)),
+            }
+            for g in view.grants
+        ]
+        if as_json:
+            fields = {"name": view.team.name, "description": view.team.description}
+            click.echo(json.dumps({**fields, "members": view.members, "grants": grants}))
+            continue
+        shown = ", ".join(
+            f"{g['permission']} on {g['project']}" + (f"/{g['stack']}" if g["stack"] else "/*")
+            for g in grants
+        )
+        click.echo(
+            f"{view.team.name}: members {', '.join(view.members) or '-'}; grants {shown or '-'}"
+            + (f": {view.team.description}" if view.team.description else "")
+        )
+
+
+@team.command("delete")
+@_ORG
+@_TEAM
+def team_delete(org: str, name: str) -> None:
+    """Delete a team: its members lose its grants, its tokens stop working."""
+    _team_work(lambda s: s.teams.delete(None, org, name))
+    click.echo(f"deleted team {name}")
+
+
+@team.command("add-member")
+@_ORG
+@_TEAM
+@click.option("--user", "login", required=True, help="A user with a role in the organization.")
+def team_add_member(org: str, name: str, login: str) -> None:
+    """Add a member of the organization to the team."""
+    _team_work(lambda s: s.teams.add_member(None, org, name, login))
+    click.echo(f"added {login} to team {name}")
+
+
+@team.command("remove-member")
+@_ORG
+@_TEAM
+@click.option("--user", "login", required=True)
+def team_remove_member(org: str, name: str, login: str) -> None:
+    """Remove a member from the team."""
+    _team_work(lambda s: s.teams.remove_member(None, org, name, login))
+    click.echo(f"removed {login} from team {name}")
+
+
+_PROJECT = click.option("--project", required=True, help="The project granted.")
+_STACK = click.option("--stack", help="Only this stack of the project (default: all of them).")
+
+
+@team.command("grant")
+@_ORG
+@_TEAM
+@_PROJECT
+@_STACK
+@click.option("--permission", type=click.Choice(list(PERMISSIONS)), required=True)
+def team_grant(org: str, name: str, project: str, stack: str | None, permission: str) -> None:
+    """Grant the team read, write or admin on a stack, or on every stack of a project
+    (including stacks created later); replaces its grant there."""
+    target = Target(project, stack)
+    _team_work(lambda s: s.teams.grant(None, org, name, target, PERMISSIONS[permission]))
+    click.echo(f"team {name} may {permission} {target}")
+
+
+@team.command("revoke-grant")
+@_ORG
+@_TEAM
+@_PROJECT
+@_STACK
+def team_revoke_grant(org: str, name: str, project: str, stack: str | None) -> None:
+    """Remove the team's grant on a stack or a project."""
+    target = Target(project, stack)
+    _team_work(lambda s: s.teams.revoke_grant(None, org, name, target))
+    click.echo(f"team {name} lost its grant on {target}")
 
 
 @main.command("audit")

@@ -130,3 +130,79 @@ def test_token_list_and_revoke(env: dict[str, str]) -> None:
         main, ["token", "create", "--org", "acme", "--expires-in", "soon"], env=env
     )
     assert bad.exit_code != 0 and "expected a positive number" in bad.output
+
+
+def test_teams_from_the_command_line(env: dict[str, str]) -> None:
+    run(env, "token", "create", "--org", "acme", "--role", "viewer", "--user", "vera")
+    run(env, "token", "create", "--org", "acme", "--role", "viewer", "--user", "vic")
+    assert "created team web" in run(
+        env, "team", "create", "--org", "acme", "--team", "web", "--description", "ships it"
+    )
+    run(env, "team", "add-member", "--org", "acme", "--team", "web", "--user", "vera")
+    run(env, "team", "add-member", "--org", "acme", "--team", "web", "--user", "vic")
+    run(env, "team", "remove-member", "--org", "acme", "--team", "web", "--user", "vic")
+    grant = ("--org", "acme", "--team", "web", "--project", "site")
+    assert "may write site" in run(env, "team", "grant", *grant, "--permission", "write")
+    run(env, "team", "grant", *grant, "--permission", "read")  # replaces it
+    run(env, "team", "revoke-grant", *grant)
+    run(
+        env,
+        "team",
+        "grant",
+        "--org",
+        "acme",
+        "--team",
+        "web",
+        "--project",
+        "api",
+        "--permission",
+        "admin",
+    )
+    [line] = run(env, "team", "list", "--org", "acme", "--json").strip().splitlines()
+    assert json.loads(line) == {
+        "name": "web",
+        "description": "ships it",
+        "members": ["vera"],
+        "grants": [{"project": "api", "stack": None, "permission": "admin"}],
+    }
+    shown = run(env, "team", "list", "--org", "acme")
+    assert shown.startswith("web: members vera; grants admin on api/*: ships it")
+
+    token = run(env, "token", "create", "--org", "acme", "--team", "web", "--name", "ci")
+    token = token.strip().splitlines()[-1]
+
+    async def whoami() -> dict[str, object]:
+        settings = Settings(data_dir=env["PROCELLA_DATA_DIR"])
+        async with create_app(settings).test_app() as app:
+            response = await app.test_client().get(
+                "/api/user", headers={"Authorization": f"token {token}"}
+            )
+            found: dict[str, object] = json.loads(await response.get_data())
+            return found
+
+    assert asyncio.run(whoami())["tokenInfo"] == {
+        "name": "ci",
+        "organization": "acme",
+        "team": "web",
+    }
+    assert "team:acme/web" in run(env, "token", "list")
+    actions = [json.loads(x)["action"] for x in run(env, "audit", "--json").splitlines()]
+    assert actions[:3] == ["token.create", "team.permission.add", "team.permission.remove"]
+
+    for args, message in (
+        (("team", "create", "--org", "acme", "--team", "web"), "already exists"),
+        (("team", "create", "--org", "nowhere", "--team", "web"), "not found"),
+        (
+            ("team", "add-member", "--org", "acme", "--team", "web", "--user", "nobody"),
+            "not a member",
+        ),
+        # A stack grant needs the stack (it goes with it); a project grant does not.
+        (("team", "grant", *grant, "--stack", "dev", "--permission", "read"), "not found"),
+        (("token", "create", "--org", "acme", "--team", "web", "--role", "admin"), "no --role"),
+        (("token", "create", "--org", "acme", "--team", "nope"), "not found"),
+        (("token", "create", "--org", "acme", "--user", "team:acme/web"), "name team tokens"),
+    ):
+        result = CliRunner().invoke(main, list(args), env=env)
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+    assert "deleted team web" in run(env, "team", "delete", "--org", "acme", "--team", "web")
+    assert run(env, "team", "list", "--org", "acme") == ""

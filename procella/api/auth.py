@@ -30,10 +30,15 @@ async def principal() -> Principal:
     return caller
 
 
-async def member_of(org: str) -> Principal:
-    """The caller, if at least a member of ``org``: checked before a body is read."""
+async def writer_of(org: str, project: str, stack: str | None = None) -> Principal:
+    """The caller, if they may write to the stack (or, without ``stack``, create stacks in
+    the project): checked before a body is read. The service checks again on the stack
+    it finds."""
     caller = await principal()
-    caller.require(org, Role.MEMBER)
+    if stack is None:
+        caller.require_project(org, project, Role.MEMBER)
+    else:
+        caller.require_stack(org, project, stack, Role.MEMBER)
     return caller
 
 

@@ -8,6 +8,7 @@ from quart import current_app
 
 from procella.auth.exchange import OidcService
 from procella.auth.service import AuthService
+from procella.auth.teams import TeamService
 from procella.blobs.base import BlobStore
 from procella.metadata.base import MetadataStore
 from procella.secrets.service import SecretsService
@@ -24,6 +25,7 @@ class Services:
     meta: MetadataStore
     blobs: BlobStore
     auth: AuthService
+    teams: TeamService
     stacks: StackService
     updates: UpdateService
     secrets: SecretsService

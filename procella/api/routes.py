@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response
 
-from procella.api import audit, oidc, secrets, stacks, tokens, updates, user
+from procella.api import audit, oidc, secrets, stacks, teams, tokens, updates, user
 
 STACK = "/api/stacks/<org>/<project>/<stack>"
 KIND = "<any(update, preview, refresh, destroy):kind>"
@@ -28,10 +28,19 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/registry/templates", user.registry_templates),
     ("GET", "/api/registry/packages", user.registry_packages),
     ("GET", "/api/orgs/<org>/templates", user.org_templates),
-    # API tokens and the audit log (org admins)
+    # API tokens, teams and the audit log (org admins)
     ("GET", "/api/orgs/<org>/tokens", tokens.list_tokens),
     ("POST", "/api/orgs/<org>/tokens", tokens.create_token),
     ("DELETE", "/api/orgs/<org>/tokens/<token_id>", tokens.revoke_token),
+    ("GET", "/api/orgs/<org>/teams", teams.list_teams),
+    ("POST", "/api/orgs/<org>/teams", teams.create_team),
+    ("POST", "/api/orgs/<org>/teams/pulumi", teams.create_team),
+    ("GET", "/api/orgs/<org>/teams/<team>", teams.get_team),
+    ("PATCH", "/api/orgs/<org>/teams/<team>", teams.update_team),
+    ("DELETE", "/api/orgs/<org>/teams/<team>", teams.delete_team),
+    ("GET", "/api/orgs/<org>/teams/<team>/tokens", teams.list_team_tokens),
+    ("POST", "/api/orgs/<org>/teams/<team>/tokens", teams.create_team_token),
+    ("DELETE", "/api/orgs/<org>/teams/<team>/tokens/<token_id>", teams.revoke_team_token),
     # OIDC: the token exchange, and issuers with their policies (org admins)
     ("POST", "/api/oauth/token", oidc.exchange_token),
     ("GET", "/api/orgs/<org>/oidc/issuers", oidc.list_issuers),

@@ -11,7 +11,7 @@ from typing import Any
 
 from quart import Response
 
-from procella.api.auth import member_of, principal
+from procella.api.auth import principal, writer_of
 from procella.api.body import field, read_json, require_object
 from procella.api.context import services
 from procella.api.responses import json_response, no_content, stack_ref
@@ -47,7 +47,7 @@ def _batch(body: dict[str, Any], name: str) -> list[Any]:
 
 
 async def encrypt(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     plaintext = _b64decode((await _body()).get("plaintext"), "plaintext")
     [ciphertext] = await services().secrets.encrypt(
         caller, stack_ref(org, project, stack), [plaintext]
@@ -56,7 +56,7 @@ async def encrypt(org: str, project: str, stack: str) -> Response:
 
 
 async def decrypt(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     ciphertext = _b64decode((await _body()).get("ciphertext"), "ciphertext")
     [plaintext] = await services().secrets.decrypt(
         caller, stack_ref(org, project, stack), [ciphertext]
@@ -65,7 +65,7 @@ async def decrypt(org: str, project: str, stack: str) -> Response:
 
 
 async def batch_encrypt(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     items = _batch(await _body(), "plaintexts")
     plaintexts = [_b64decode(v, f"plaintexts[{i}]") for i, v in enumerate(items)]
     ciphertexts = await services().secrets.encrypt(
@@ -75,7 +75,7 @@ async def batch_encrypt(org: str, project: str, stack: str) -> Response:
 
 
 async def batch_decrypt(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     items = _batch(await _body(), "ciphertexts")
     ciphertexts = [_b64decode(v, f"ciphertexts[{i}]") for i, v in enumerate(items)]
     plaintexts = await services().secrets.decrypt(

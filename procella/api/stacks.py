@@ -7,7 +7,7 @@ from typing import Any
 from quart import Response, request
 
 from procella.api import wire
-from procella.api.auth import member_of, principal
+from procella.api.auth import principal, writer_of
 from procella.api.body import (
     field,
     parse_json_offloaded,
@@ -44,6 +44,7 @@ async def list_user_stacks() -> Response:
     # Filters follow the naming rules: a value no stack can have is a mistake to report.
     f = StackFilter(
         member_user_id=None if caller.site_admin else caller.user_id,
+        team_id=None if caller.team is None else caller.team.id,
         org=None if org is None else check_org_name(org),
         project=None if project is None else check_project_name(project),
         tag_name=None if tag_name is None else check_tag_name(tag_name),
@@ -68,7 +69,7 @@ async def project_exists(org: str, project: str) -> Response:
 
 
 async def create_stack(org: str, project: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project)
     values, raw = await read_json_members(services().settings.max_inflated_bytes)
     name = field(values, "stackName", str)
     tags = check_tags({} if values.get("tags") is None else values["tags"])
@@ -95,14 +96,14 @@ async def delete_stack(org: str, project: str, stack: str) -> Response:
 
 
 async def update_tags(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     tags = check_tags(await read_json(services().settings.max_inflated_bytes))
     await services().stacks.set_tags(caller, stack_ref(org, project, stack), tags)
     return no_content()
 
 
 async def rename_stack(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     body = require_object(await read_json(services().settings.max_inflated_bytes))
     new_name = field(body, "newName", str)
     new_project = field(body, "newProject", str, required=False) or project
@@ -117,7 +118,7 @@ async def export_stack(org: str, project: str, stack: str, version: int | None =
 
 
 async def import_stack(org: str, project: str, stack: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     ref = stack_ref(org, project, stack)
     data = await read_body(services().settings.max_inflated_bytes)
     state = cp.state_of(data, await parse_json_offloaded(data))

@@ -24,7 +24,7 @@ from procella.stacks.models import check_org_name
 
 _MAX_TEXT = 200
 _LOGIN = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_MAX_SECONDS = 2**53 // 1000
+MAX_SECONDS = 2**53 // 1000
 
 
 async def list_tokens(org: str) -> Response:
@@ -39,23 +39,23 @@ async def create_token(org: str) -> Response:
     check_org_name(org)
     caller.require(org, Role.ADMIN)  # before the body is read
     body = require_object(await read_json(services().settings.max_inflated_bytes))
-    name = _text(body, "name", required=True)
+    name = text_field(body, "name", required=True)
     try:
-        role = Role.parse(_text(body, "role") or "member")
+        role = Role.parse(text_field(body, "role") or "member")
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    login = _text(body, "login") or f"{org}-{role.name.lower()}"
+    login = text_field(body, "login") or f"{org}-{role.name.lower()}"
     if not _LOGIN.fullmatch(login):
         raise BadRequest("field 'login' must be 1-100 of A-Z a-z 0-9 . _ -")
     expires = field(body, "expires", int, required=False) or 0  # Unix seconds; 0: never
-    if not 0 <= expires <= _MAX_SECONDS:
+    if not 0 <= expires <= MAX_SECONDS:
         raise BadRequest("field 'expires' must be Unix seconds, or 0 for no expiry")
     issued = await services().auth.create_token(
         org,
         role,
         login,
         name,
-        description=_text(body, "description"),
+        description=text_field(body, "description"),
         expires_in=None if expires == 0 else expires - time.time(),
         actor=caller,
     )
@@ -91,7 +91,7 @@ def token_info(row: TokenRow) -> dict[str, Any]:
     }
 
 
-def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str:
+def text_field(body: dict[str, Any], name: str, *, required: bool = False) -> str:
     value = field(body, name, str, required=required) or ""
     if len(value) > _MAX_TEXT or any(ord(c) < 32 for c in value):
         raise BadRequest(f"field {name!r} must be at most {_MAX_TEXT} printable characters")

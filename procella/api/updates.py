@@ -10,7 +10,7 @@ from quart import Response, request
 
 from procella import logs
 from procella.api import wire
-from procella.api.auth import member_of, principal, update_token
+from procella.api.auth import principal, update_token, writer_of
 from procella.api.body import (
     INT64,
     field,
@@ -46,14 +46,14 @@ def _max_inflated() -> int:
 
 
 async def create_update(org: str, project: str, stack: str, kind: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     new = wire.new_update(kind, await read_json(_max_inflated()))
     update_id = await services().updates.create(caller, stack_ref(org, project, stack), new)
     return json_response({"updateID": update_id, "aiSettings": {"copilotIsEnabled": False}})
 
 
 async def start_update(org: str, project: str, stack: str, kind: str, update_id: str) -> Response:
-    caller = await member_of(org)
+    caller = await writer_of(org, project, stack)
     check_update_id(update_id)
     obj = require_object(await read_json(_max_inflated(), empty={}))
     tags = field(obj, "tags", dict, required=False)

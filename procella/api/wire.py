@@ -25,18 +25,28 @@ def seconds(ms: int | None) -> int:
 
 def user(principal: Principal, orgs: list[str]) -> dict[str, Any]:
     """``GET /api/user``. The CLI needs a non-empty ``githubLogin`` everywhere."""
-    return {
+    # A team token is no person: as Pulumi Cloud, it is named after its organization
+    # (what `pulumi whoami` prints), and ``tokenInfo`` says which team it acts as.
+    login = principal.login if principal.team is None else principal.team.org
+    out: dict[str, Any] = {
         "id": principal.user_id,
-        "githubLogin": principal.login,
-        "name": principal.login,
+        "githubLogin": login,
+        "name": login,
         "email": "",
         "avatarUrl": "",
         "organizations": [{"githubLogin": org, "name": org, "avatarUrl": ""} for org in orgs],
         "identities": [],
         "siteAdmin": principal.site_admin,
-        # No "tokenInfo": it describes organization and team tokens, and these are
-        # personal tokens (`pulumi whoami -v` then says "Token type: personal").
     }
+    if principal.team is not None:
+        # apitype's TokenInfo: `pulumi whoami -v` prints "Token type: team: <team>".
+        # Personal tokens carry none ("Token type: personal").
+        out["tokenInfo"] = {
+            "name": principal.token_name,
+            "organization": principal.team.org,
+            "team": principal.team.name,
+        }
+    return out
 
 
 def stack(view: StackView) -> dict[str, Any]:

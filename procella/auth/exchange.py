@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from procella import audit
 from procella.auth import oidc
 from procella.auth.jwks import IssuerUnavailable, JwksCache, check_issuer_url
 from procella.auth.models import Principal, Role
-from procella.auth.service import AuthService
+from procella.auth.service import AuthService, IssuedToken
 from procella.errors import AlreadyExists, BadRequest, Conflict, NotFound, ProcellaError
 from procella.metadata.base import MetadataStore, UniqueViolation
 from procella.metadata.queries import auth as auth_q
@@ -180,7 +181,7 @@ class OidcService:
         policies = oidc.parse_policies(issuer.policies)
         policy = oidc.choose(policies, request.token_type, request.team, request.user, claims)
         seconds = oidc.granted_seconds(
-            request.expiration, issuer.max_expiration_s, self.server_max_s
+            request.expiration, policy.max_expiration_s, issuer.max_expiration_s, self.server_max_s
         )
         token = await self._mint(request, issuer, policy, claims, seconds)
         return Exchanged(token, request.token_type, seconds, request.scope)
@@ -214,16 +215,25 @@ class OidcService:
         description = f"OIDC {issuer.name}: {subject}"[:200]
         actor = audit.OidcSubject(issuer.name, subject)
         if request.token_type == "team":
-            raise oidc.ExchangeError(
-                "invalid_request", "team tokens are not available on this server yet"
+            issued = await self._mint_guarded(
+                self.auth.create_team_token(
+                    request.org,
+                    policy.team,
+                    name,
+                    description=description,
+                    expires_in=seconds,
+                    actor=actor,
+                    oidc_issuer_id=issuer.id,
+                )
             )
+            return issued.token
         if request.token_type == "personal":
             login, role = policy.user, None
         else:
             assert policy.role is not None
             login, role = f"{request.org}-{policy.role.name.lower()}", policy.role
-        try:
-            issued = await self.auth.create_token(
+        issued = await self._mint_guarded(
+            self.auth.create_token(
                 request.org,
                 role,
                 login,
@@ -233,6 +243,13 @@ class OidcService:
                 actor=actor,
                 oidc_issuer_id=issuer.id,
             )
+        )
+        return issued.token
+
+    @staticmethod
+    async def _mint_guarded(minting: Awaitable[IssuedToken]) -> IssuedToken:
+        """A refusal while minting (no such team or member) is the exchange's refusal."""
+        try:
+            return await minting
         except ProcellaError as exc:
             raise oidc.invalid_grant(exc.message) from None
-        return issued.token

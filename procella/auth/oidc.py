@@ -64,6 +64,7 @@ class Policy:
     role: Role | None = None  # organization tokens: the role they act with
     team: str = ""  # team tokens
     user: str = ""  # personal tokens: the member they act as
+    max_expiration_s: int | None = None  # the longest a token it mints may live
 
     def covers(self, token_type: str, team: str, user: str) -> bool:
         if token_type != self.token_type:
@@ -89,6 +90,8 @@ class Policy:
             out["teamName"] = self.team
         if self.user:
             out["userLogin"] = self.user
+        if self.max_expiration_s is not None:
+            out["maxExpiration"] = self.max_expiration_s
         return out
 
 
@@ -157,16 +160,21 @@ def _parse_policy(item: Any, index: int) -> Policy:
     if token_type not in TOKEN_TYPES:
         raise BadRequest(f"{where}.tokenType must be one of {', '.join(TOKEN_TYPES)}")
     rules = _parse_rules(item.get("rules"), where)
+    longest = item.get("maxExpiration")
+    if longest is not None and (
+        isinstance(longest, bool) or not isinstance(longest, int) or not 0 < longest < 2**31
+    ):
+        raise BadRequest(f"{where}.maxExpiration must be a positive number of seconds")
     if token_type == "organization":
         role = _role(item.get("role", "member"), where)
-        return Policy(decision, token_type, rules, role=role)
+        return Policy(decision, token_type, rules, role=role, max_expiration_s=longest)
     key = "teamName" if token_type == "team" else "userLogin"
     name = item.get(key)
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise BadRequest(f"{where}.{key} is required for a {token_type} token")
     if token_type == "team":
-        return Policy(decision, token_type, rules, team=name)
-    return Policy(decision, token_type, rules, user=name)
+        return Policy(decision, token_type, rules, team=name, max_expiration_s=longest)
+    return Policy(decision, token_type, rules, user=name, max_expiration_s=longest)
 
 
 def _role(value: Any, where: str) -> Role:
@@ -281,6 +289,8 @@ def pick_key(keys: list[jwt.PyJWK], header: dict[str, Any]) -> jwt.PyJWK:
         raise invalid_grant("the token names no key ('kid') and the issuer has several")
     for key in keys:
         if key.key_id == kid:
+            if key.algorithm_name != header["alg"]:  # a key published for another algorithm
+                raise invalid_grant(f"key {kid!r} is not an {header['alg']} key")
             return key
     raise UnknownKey(kid)
 
@@ -313,6 +323,6 @@ def verify(
     return claims
 
 
-def granted_seconds(asked: int, issuer_max: int, server_max: int) -> int:
-    """What a minted token lives: as asked, but never beyond either maximum."""
-    return max(1, min(asked, issuer_max, server_max))
+def granted_seconds(asked: int, *maximums: int | None) -> int:
+    """What a minted token lives: as asked, but never beyond any maximum (None: none)."""
+    return max(1, min([asked, *(m for m in maximums if m is not None)]))

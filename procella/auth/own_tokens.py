@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from procella import audit
 from procella.auth.models import Principal, new_api_token, token_hash
 from procella.auth.service import AuthService, IssuedToken
-from procella.errors import AlreadyExists, BadRequest, NotFound
+from procella.errors import AlreadyExists, BadRequest, Forbidden, NotFound
 from procella.metadata.base import Connection, UniqueViolation
 from procella.metadata.queries import auth as auth_q
 
@@ -28,12 +28,14 @@ class OwnTokens:
         self.meta = auth.meta
 
     async def list(self, principal: Principal) -> list[auth_q.TokenRow]:
+        _refuse_team(principal)
         async with self.meta.read() as conn:
             return await auth_q.list_tokens(conn, login=principal.login)
 
     async def create(
         self, principal: Principal, name: str, expires_in: float | None, description: str = ""
     ) -> IssuedToken:
+        _refuse_team(principal)
         name = name.strip()
         if not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
             raise BadRequest(f"a token's name must be 1-{MAX_NAME} printable characters")
@@ -63,6 +65,7 @@ class OwnTokens:
         return IssuedToken(token_id, token, expires_at)
 
     async def revoke(self, principal: Principal, token_id: str) -> None:
+        _refuse_team(principal)
         async with self.meta.transaction() as conn:
             found = await auth_q.list_tokens(conn, login=principal.login, token_id=token_id)
             if not found or not await auth_q.revoke_token(conn, token_id):
@@ -85,6 +88,15 @@ class OwnTokens:
                 org_ids.append(found)
         for org_id in org_ids or [None]:
             await audit.record(conn, org_id, principal, action, principal.login, description)
+
+
+def _refuse_team(principal: Principal) -> None:
+    """A team token is no person: its team's tokens are its org admins' to manage."""
+    if principal.team is not None:
+        raise Forbidden(
+            "a team token has no tokens of its own: an admin of "
+            f"'{principal.team.org}' manages team {principal.team.name}'s tokens"
+        )
 
 
 def _iso(epoch_ms: int) -> str:

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from procella import audit
-from procella.auth.models import Principal, Role, new_api_token, token_hash
+from procella.auth.models import Grant, Principal, Role, TeamRef, new_api_token, token_hash
 from procella.errors import AlreadyExists, BadRequest, NotFound, Unauthorized
-from procella.metadata.base import MetadataStore, UniqueViolation
+from procella.metadata.base import Connection, MetadataStore, PrincipalRecord, UniqueViolation
 from procella.metadata.queries import auth as auth_q
+from procella.metadata.queries import teams as team_q
 from procella.stacks.models import check_org_name
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ class Bootstrap:
 
 class PrincipalCache:
     """What a replica read about a token, reused for ``ttl`` seconds: most requests then
-    need no statement to authenticate. So a role change (or, once tokens can be revoked, a
-    revocation) takes effect on every replica within ``ttl``. Unknown tokens are never
+    need no statement to authenticate. So a role change, a team change (members, grants)
+    or a revocation takes effect on every replica within ``ttl``. Unknown tokens are never
     cached: a token minted a moment ago works at once."""
 
     def __init__(
@@ -79,17 +80,9 @@ class AuthService:
             return cached
         async with self.meta.read() as conn:
             record = await auth_q.principal_by_token_hash(conn, key)
-        if record is None:
-            raise Unauthorized("invalid access token")
-        roles = {org: Role.parse(role) for org, role in record.roles.items()}
-        found = Principal(
-            record.user_id,
-            record.login,
-            record.token_name,
-            record.site_admin,
-            roles,
-            record.token_id,
-        )
+            if record is None:
+                raise Unauthorized("invalid access token")
+            found = await _principal(conn, record)
         now_ms = time.time() * 1000
         if record.last_used_at is None or record.last_used_at < now_ms - LAST_USED_EVERY_MS:
             async with self.meta.transaction() as conn:
@@ -139,10 +132,10 @@ class AuthService:
         None, they must be a member already and keep their role. ``actor``: an org admin
         through the API, an OIDC subject, or None for the server's command line."""
         check_org_name(org)
-        if expires_in is not None and expires_in <= 0:
-            raise BadRequest("a token's expiry must be in the future")
+        if login.startswith(team_q.TOKEN_LOGIN_PREFIX):
+            raise BadRequest(f"logins starting with {team_q.TOKEN_LOGIN_PREFIX!r} name team tokens")
+        expires_at = _expiry(expires_in)
         token = new_api_token()
-        expires_at = None if expires_in is None else int((time.time() + expires_in) * 1000)
         async with self.meta.transaction() as conn:
             org_id = await auth_q.ensure_org(conn, org)
             if role is None:
@@ -175,6 +168,54 @@ class AuthService:
                 f"created token {name!r} for {login} ({held} in {org}{until})",
             )
         self.cache.clear()  # the user's role may have changed: here at once, elsewhere in ttl
+        return IssuedToken(token_id, token, expires_at)
+
+    async def create_team_token(
+        self,
+        org: str,
+        team: str,
+        name: str,
+        *,
+        expires_in: float | None = None,
+        description: str = "",
+        actor: audit.Actor = None,
+        oidc_issuer_id: str | None = None,
+    ) -> IssuedToken:
+        """Mint a token that acts as ``team`` of ``org`` (exactly the team's grants, no
+        personal role), for ``expires_in`` seconds or for good. ``actor``: who asked, for
+        the audit log (an org admin's principal through the API, a token exchange's
+        subject), or None for the server itself (its command line). The secret is in the
+        answer only. Token names are unique per team: a taken one is AlreadyExists."""
+        check_org_name(org)
+        expires_at = _expiry(expires_in)
+        token = new_api_token()
+        async with self.meta.transaction() as conn:
+            found = await team_q.get(conn, org, team)
+            if found is None:
+                raise NotFound(f"team '{team}' not found in '{org}'")
+            user_id = await auth_q.ensure_user(conn, team_q.token_login(org, team))
+            try:
+                token_id = await auth_q.insert_token(
+                    conn,
+                    user_id,
+                    name,
+                    token_hash(token),
+                    description=description,
+                    expires_at=expires_at,
+                    team_id=found.id,
+                    oidc_issuer_id=oidc_issuer_id,
+                )
+            except UniqueViolation:
+                raise AlreadyExists(f"team {team} already has a token named {name!r}") from None
+            until = "" if expires_at is None else f", expires {_iso(expires_at)}"
+            await audit.record(
+                conn,
+                found.org_id,
+                actor,
+                audit.TOKEN_CREATE,
+                f"team:{team}",
+                f"created token {name!r} for team {team}{until}",
+            )
         return IssuedToken(token_id, token, expires_at)
 
     async def list_tokens(
@@ -219,6 +260,40 @@ class IssuedToken:
     id: str
     token: str  # the secret: shown once, stored only as its hash
     expires_at: int | None  # epoch ms
+
+
+async def _principal(conn: Connection, record: PrincipalRecord) -> Principal:
+    """The principal of a token: a person's roles and their teams' grants, or a team
+    token's team and its grants only."""
+    if record.team is not None:
+        team_id, org, name = record.team
+        rows = await team_q.grants_of_team(conn, team_id)
+        team: TeamRef | None = TeamRef(team_id, org, name)
+        roles: dict[str, Role] = {}
+    else:
+        rows = await team_q.grants_of_user(conn, record.user_id)
+        team = None
+        roles = {org: Role.parse(role) for org, role in record.roles.items()}
+    grants = tuple(Grant(g.org, g.project, g.stack, Role.parse(g.role), g.team) for g in rows)
+    return Principal(
+        record.user_id,
+        record.login,
+        record.token_name,
+        record.site_admin and team is None,
+        roles,
+        record.token_id,
+        grants,
+        team,
+    )
+
+
+def _expiry(expires_in: float | None) -> int | None:
+    """The epoch ms a token lifetime of ``expires_in`` seconds ends at (None: never)."""
+    if expires_in is None:
+        return None
+    if expires_in <= 0:
+        raise BadRequest("a token's expiry must be in the future")
+    return int((time.time() + expires_in) * 1000)
 
 
 def _iso(epoch_ms: int) -> str:

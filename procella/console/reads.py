@@ -53,9 +53,11 @@ class ConsoleReads:
         """A page of the org's stacks (as ``GET /api/user/stacks?organization=``), with
         each one's tags and newest update; ``search`` keeps those whose project or name
         contains it."""
-        principal.require(org, Role.VIEWER)
+        principal.require_member(org)
+        # The filter of GET /api/user/stacks: only the stacks the caller may read.
         f = StackFilter(
             member_user_id=None if principal.site_admin else principal.user_id,
+            team_id=None if principal.team is None else principal.team.id,
             org=org,
             project=project,
             tag_name=tag_name,

@@ -124,6 +124,7 @@ class PrincipalRecord:
     token_id: str = ""
     expires_at: int | None = None  # epoch ms; None: never
     last_used_at: int | None = None  # epoch ms, written at most once a minute
+    team: tuple[str, str, str] | None = None  # a team token's team: (id, org, name)
 
 
 @dataclass(frozen=True)

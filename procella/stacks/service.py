@@ -75,8 +75,8 @@ class StackService:
     # Lookups -------------------------------------------------------------------------
 
     async def resolve(self, principal: Principal, ref: StackRef, needed: Role) -> StackRecord:
-        """The stack at ``ref`` if the caller holds ``needed`` in its org."""
-        principal.require(ref.org, needed)
+        """The stack at ``ref`` if the caller's role on it is at least ``needed``."""
+        principal.require_stack(ref.org, ref.project, ref.stack, needed)
         async with self.meta.read() as conn:
             stack = await stack_q.get(conn, ref.org, ref.project, ref.stack)
         if stack is None:
@@ -84,7 +84,7 @@ class StackService:
         return stack
 
     async def view(self, principal: Principal, ref: StackRef) -> StackView:
-        principal.require(ref.org, Role.VIEWER)
+        principal.require_stack(ref.org, ref.project, ref.stack, Role.VIEWER)
         async with self.meta.read() as conn:
             found = await stack_q.view(conn, ref.org, ref.project, ref.stack)
         if found is None:
@@ -94,7 +94,9 @@ class StackService:
         return StackView(found.stack, found.tags, *found.running)
 
     async def project_exists(self, principal: Principal, org: str, project: str) -> bool:
-        principal.require(org, Role.VIEWER)
+        principal.require_member(org)
+        if not principal.sees_project(org, project):
+            return False  # a project none of whose stacks the caller may read
         async with self.meta.read() as conn:
             return await stack_q.project_exists(conn, org, project)
 
@@ -117,7 +119,7 @@ class StackService:
         """Create a stack; ``state`` (an initial deployment) becomes version 0."""
         check_project_name(ref.project)
         check_stack_name(ref.stack)
-        principal.require(ref.org, Role.MEMBER)
+        principal.require_project(ref.org, ref.project, Role.MEMBER)
         stack_id = new_id()
         stored = None if state is None else await self.texts.store(stack_id, state.text)
         async with self.meta.transaction() as conn:
@@ -140,7 +142,7 @@ class StackService:
         return stack
 
     async def delete(self, principal: Principal, ref: StackRef, *, force: bool) -> None:
-        principal.require(ref.org, Role.ADMIN)
+        principal.require_stack(ref.org, ref.project, ref.stack, Role.ADMIN)
         if not force:
             # A journal's resources count only once its state is stored.
             found = await self.resolve(principal, ref, Role.ADMIN)
@@ -165,7 +167,7 @@ class StackService:
             await stack_q.delete(conn, stack.id)
 
     async def set_tags(self, principal: Principal, ref: StackRef, tags: dict[str, str]) -> None:
-        principal.require(ref.org, Role.MEMBER)
+        principal.require_stack(ref.org, ref.project, ref.stack, Role.MEMBER)
         async with self.meta.transaction() as conn:
             stack = await _locked(conn, ref)
             await stack_q.replace_tags(conn, stack.id, tags)
@@ -188,6 +190,9 @@ class StackService:
         check_stack_name(new_name)
         new_ref = StackRef(ref.org, new_project, new_name)
         stack = await self.resolve(principal, ref, Role.MEMBER)
+        if new_project != ref.project:
+            # Moving a stack is creating one in the other project: that needs the same right.
+            principal.require_project(ref.org, new_project, Role.MEMBER)
         if new_ref == ref:
             return
         await self.states.settle_stack(stack.id)

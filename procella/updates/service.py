@@ -90,7 +90,7 @@ class UpdateService:
 
     async def create(self, principal: Principal, ref: StackRef, new: NewUpdate) -> str:
         """Record a new update. It takes no lock yet: starting it does."""
-        principal.require(ref.org, Role.MEMBER)
+        principal.require_stack(ref.org, ref.project, ref.stack, Role.MEMBER)
         async with self.meta.transaction() as conn:
             # Read under the row lock: a stack deleted meanwhile is a 404, not a dangling row.
             stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
@@ -121,7 +121,7 @@ class UpdateService:
 
         It journals when the CLI asked to and the server allows it.
         """
-        principal.require(ref.org, Role.MEMBER)
+        principal.require_stack(ref.org, ref.project, ref.stack, Role.MEMBER)
         if tags is not None:
             check_tags(tags)
         journal_version = 1 if wants_journal and self.journaling else 0
@@ -176,7 +176,7 @@ class UpdateService:
 
     async def cancel(self, principal: Principal, ref: StackRef, update_id: str) -> None:
         """Cancel an update that has not ended; cancelling an ended one changes nothing."""
-        principal.require(ref.org, Role.MEMBER)
+        principal.require_stack(ref.org, ref.project, ref.stack, Role.MEMBER)
         async with self.meta.transaction() as conn:
             stack = await stack_q.get(conn, ref.org, ref.project, ref.stack, lock=True)
             update = await update_q.get(conn, update_id, lock=True)

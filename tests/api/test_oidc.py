@@ -148,7 +148,7 @@ async def test_es256_keys_and_a_json_body_work_too(oidc_app: AppApi, issuer: Oid
     _, api = oidc_app
     issuer.rotate("ES256")
     created = await register(api, issuer)
-    await set_policies(api, created["id"], allow(role="viewer"))
+    await set_policies(api, created["id"], allow(role="viewer", maxExpiration=30))
     fields = {
         "audience": f"urn:pulumi:org:{DEFAULT_ORG}",
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
@@ -158,7 +158,7 @@ async def test_es256_keys_and_a_json_body_work_too(oidc_app: AppApi, issuer: Oid
     }
     response = await api.call("POST", "/api/oauth/token", fields, headers={"Authorization": ""})
     assert response.status_code == 200, await response.get_data()
-    assert (await body_json(response))["expires_in"] == 60
+    assert (await body_json(response))["expires_in"] == 30  # the policy's maximum
 
 
 def _unsigned(claims: dict[str, Any]) -> str:
@@ -196,6 +196,10 @@ async def test_every_bad_token_is_refused_and_mints_nothing(
     stranger = SigningKey.new()
     message = await refused(await exchange(api, issuer.token(github_claims(), key=stranger)))
     assert "has no key" in message
+    # An ES256 token under the id of the issuer's RSA key.
+    confused = SigningKey(issuer.keys[0].kid, "ES256", SigningKey.new("ES256").private)
+    message = await refused(await exchange(api, issuer.token(github_claims(), key=confused)))
+    assert "is not an ES256 key" in message
     assert await token_count(api) == before
 
 
@@ -365,3 +369,32 @@ async def test_private_issuers_are_refused_by_default(api: Api) -> None:
     cache = JwksCache(ttl=60, allow_private=False)
     with pytest.raises(IssuerUnavailable, match=r"resolves to 127\.0\.0\.1"):
         await cache.keys("https://localhost:9")
+
+
+async def test_team_tokens_act_as_the_team_and_go_with_their_issuer(
+    oidc_app: AppApi, issuer: OidcIssuer
+) -> None:
+    _, api = oidc_app
+    teams = f"/api/orgs/{DEFAULT_ORG}/teams"
+    response = await api.call("POST", teams, {"name": "deployers", "description": "CI"})
+    assert response.status_code in (200, 201), await response.get_data()
+    created = await register(api, issuer)
+    await set_policies(api, created["id"], allow("team", teamName="deployers"))
+
+    token = issuer.token(github_claims())
+    assert "for team 'ops'" in await refused(await exchange(api, token, scope="team:ops"))
+    response = await exchange(api, token, scope="team:deployers")
+    assert response.status_code == 200, await response.get_data()
+    answer = await body_json(response)
+    assert answer["issued_token_type"] == "urn:pulumi:token-type:access_token:team"
+    assert answer["scope"] == "team:deployers"
+    minted = api.as_token(answer["access_token"])
+    user = await body_json(await minted.call("GET", "/api/user"))
+    assert user["tokenInfo"]["team"] == "deployers", user
+
+    # A policy naming a team that does not exist mints nothing.
+    await set_policies(api, created["id"], allow("team", teamName="ghosts"))
+    assert "not found" in await refused(await exchange(api, token, scope="team:ghosts"))
+
+    assert (await api.call("DELETE", f"{ISSUERS}/{created['id']}")).status_code == 204
+    await assert_error(await minted.call("GET", "/api/user"), 401)

@@ -224,3 +224,39 @@ async def test_a_revoked_token_is_refused_by_every_replica_within_the_cache_dela
         while (await bot1.call("GET", "/api/user")).status_code != 401:
             assert time.monotonic() - revoked_at < 1.5, "r1 still accepts a revoked token"
             await asyncio.sleep(0.05)
+
+
+async def test_a_removed_grant_is_refused_by_every_replica_within_the_cache_delay(
+    cluster_settings: Settings,
+) -> None:
+    settings = cluster_settings.replace(auth_cache_seconds=1.0)
+    async with (
+        create_app(settings).test_app() as r0,
+        create_app(settings).test_app() as r1,
+    ):
+        first, second = Api(r0.test_client()), Api(r1.test_client())
+        await first.new_stack(STACK)
+        minted = await first.call(
+            "POST", "/api/orgs/acme/tokens", {"name": "ci", "login": "vera", "role": "viewer"}
+        )
+        vera0 = first.as_token((await minted.get_json())["tokenValue"])
+        vera1 = second.as_token(vera0.token)
+        teams = "/api/orgs/acme/teams"
+        await assert_ok(await first.call("POST", teams, {"name": "web"}), 201)
+        for change in (
+            {"memberAction": "add", "member": "vera"},
+            {"addProjectPermission": {"projectName": "web", "permission": "write"}},
+        ):
+            await assert_ok(await first.call("PATCH", f"{teams}/web", change), 200)
+        # r1 learns of the grant within the cache delay, then caches it.
+        deadline = time.monotonic() + 1.5
+        while (await vera1.create_update(STACK)).status_code != 200:
+            assert time.monotonic() < deadline, "r1 does not see the new grant"
+            await asyncio.sleep(0.05)
+        removal = {"removeProject": {"projectName": "web"}}
+        await assert_ok(await first.call("PATCH", f"{teams}/web", removal), 200)
+        await assert_error(await vera0.create_update(STACK), 403)  # here: at once
+        removed_at = time.monotonic()
+        while (await vera1.create_update(STACK)).status_code != 403:
+            assert time.monotonic() - removed_at < 1.5, "r1 still honours a removed grant"
+            await asyncio.sleep(0.05)

@@ -93,6 +93,13 @@ def test_policies_round_trip_through_their_json() -> None:
         {"decision": "allow", "tokenType": "organization", "role": "viewer", "rules": {"a": "b"}},
         {"decision": "deny", "tokenType": "personal", "userLogin": "al", "rules": {"a": "b"}},
         {"decision": "allow", "tokenType": "team", "teamName": "ops", "rules": {"a": "b"}},
+        {
+            "decision": "allow",
+            "tokenType": "organization",
+            "role": "admin",
+            "rules": {"a": "b"},
+            "maxExpiration": 600,
+        },
     ]
     parsed = oidc.parse_policies(raw)
     assert [p.to_json() for p in parsed] == raw
@@ -107,6 +114,8 @@ def test_policies_round_trip_through_their_json() -> None:
         {"tokenType": "organization", "rules": {}},
         {"tokenType": "organization", "rules": {"sub": 1}},
         {"tokenType": "personal", "rules": {"sub": "x"}},  # whom?
+        {"tokenType": "organization", "rules": {"sub": "x"}, "maxExpiration": 0},
+        {"tokenType": "organization", "rules": {"sub": "x"}, "maxExpiration": "1h"},
     ],
 )
 def test_policies_that_trust_too_much_or_say_too_little_are_refused(bad: dict[str, Any]) -> None:
@@ -118,3 +127,5 @@ def test_granted_seconds_stay_within_both_maximums() -> None:
     assert oidc.granted_seconds(7200, 3600, 86400) == 3600
     assert oidc.granted_seconds(600, 3600, 86400) == 600
     assert oidc.granted_seconds(7200, 86400, 1800) == 1800
+    assert oidc.granted_seconds(7200, 900, 3600, 86400) == 900  # the policy's own maximum
+    assert oidc.granted_seconds(7200, None, 3600, 86400) == 3600

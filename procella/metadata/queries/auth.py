@@ -9,12 +9,14 @@ from procella.metadata.queries import new_id
 
 
 async def principal_by_token_hash(conn: Connection, token_hash: str) -> PrincipalRecord | None:
-    """The user of a live token (not revoked, not expired) and their roles, in one query
-    (every API call that misses the principal cache makes it)."""
+    """The user of a live token (not revoked, not expired) and their roles, or the team of a
+    team token, in one query (every API call that misses the principal cache makes it,
+    and one more for the grants of the teams: ``teams.grants_of_user``/``_of_team``)."""
     rows = await conn.fetchall(
         "SELECT u.id, u.login, u.site_admin, t.name, t.id, t.expires_at, t.last_used_at, "
-        "o.name, m.role FROM api_tokens t "
+        "tm.id, tmo.name, tm.name, o.name, m.role FROM api_tokens t "
         "JOIN users u ON u.id = t.user_id "
+        "LEFT JOIN teams tm ON tm.id = t.team_id LEFT JOIN orgs tmo ON tmo.id = tm.org_id "
         "LEFT JOIN memberships m ON m.user_id = u.id LEFT JOIN orgs o ON o.id = m.org_id "
         "WHERE t.token_hash = ? AND t.revoked_at IS NULL "
         "AND (t.expires_at IS NULL OR t.expires_at > NOW_MS) ORDER BY m.created_at, o.name",
@@ -23,9 +25,19 @@ async def principal_by_token_hash(conn: Connection, token_hash: str) -> Principa
     if not rows:
         return None
     user_id, login, site_admin, token_name, token_id, expires_at, last_used_at = rows[0][:7]
+    team_id, team_org, team_name = rows[0][7:10]
     roles = {org: role for *_, org, role in rows if org is not None}
+    team = None if team_id is None else (str(team_id), str(team_org), str(team_name))
     return PrincipalRecord(
-        user_id, login, bool(site_admin), token_name, roles, token_id, expires_at, last_used_at
+        user_id,
+        login,
+        bool(site_admin),
+        token_name,
+        roles,
+        token_id,
+        expires_at,
+        last_used_at,
+        team,
     )
 
 
@@ -147,14 +159,16 @@ async def insert_token(
     *,
     description: str = "",
     expires_at: int | None = None,
+    team_id: str | None = None,
     oidc_issuer_id: str | None = None,
 ) -> str:
-    """Store a token (its hash); its id. A name the user has already is a UniqueViolation."""
+    """Store a token (its hash); its id. A name the user has already is a UniqueViolation.
+    With ``team_id``, a team token: it acts as that team."""
     token_id = new_id()
     await conn.execute(
         "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at, description, "
-        "expires_at, oidc_issuer_id) VALUES (?, ?, ?, ?, NOW_MS, ?, ?, ?)",
-        (token_id, token_hash, user_id, name, description, expires_at, oidc_issuer_id),
+        "expires_at, team_id, oidc_issuer_id) VALUES (?, ?, ?, ?, NOW_MS, ?, ?, ?, ?)",
+        (token_id, token_hash, user_id, name, description, expires_at, team_id, oidc_issuer_id),
     )
     return token_id
 
@@ -173,3 +187,8 @@ async def role_of(conn: Connection, login: str, org: str) -> str | None:
         (login, org),
     )
     return None if row is None else str(row[0])
+
+
+async def delete_user(conn: Connection, login: str) -> None:
+    """Delete a user with their tokens and memberships (by cascade)."""
+    await conn.execute("DELETE FROM users WHERE login = ?", (login,))

@@ -161,11 +161,19 @@ async def record_update_time(conn: Connection, stack_id: str) -> None:
 class StackFilter:
     """The filters of ``GET /api/user/stacks``; None means "any"."""
 
-    member_user_id: str | None  # only orgs this user belongs to; None for site admins
+    member_user_id: str | None  # only stacks this user may read; None for site admins
     org: str | None = None
     project: str | None = None
     tag_name: str | None = None
     tag_value: str | None = None
+    team_id: str | None = None  # a team token's team: only the stacks its grants cover
+
+
+# A grant (of team ``g``) covers the stack: it names the stack, or the stack's project.
+_COVERED = (
+    "JOIN teams gt ON gt.id = g.team_id WHERE gt.org_id = s.org_id "
+    "AND (g.stack_id = s.id OR (g.stack_id IS NULL AND g.project = s.project))"
+)
 
 
 @dataclass(frozen=True)
@@ -187,9 +195,18 @@ async def list_page(
     if after is not None:
         where.append("(o.name, s.project, s.name) > (?, ?, ?)")
         params.extend(after)
-    if f.member_user_id is not None:
-        where.append("s.org_id IN (SELECT org_id FROM memberships WHERE user_id = ?)")
-        params.append(f.member_user_id)
+    if f.team_id is not None:
+        where.append(f"EXISTS (SELECT 1 FROM team_grants g {_COVERED} AND g.team_id = ?)")
+        params.append(f.team_id)
+    elif f.member_user_id is not None:
+        # Every stack of the user's orgs (any org role reads them all), and those the
+        # grants of the user's teams cover.
+        where.append(
+            "(s.org_id IN (SELECT org_id FROM memberships WHERE user_id = ?) OR EXISTS "
+            "(SELECT 1 FROM team_members tm JOIN team_grants g ON g.team_id = tm.team_id "
+            f"{_COVERED} AND tm.user_id = ?))"
+        )
+        params.extend([f.member_user_id, f.member_user_id])
     if f.org is not None:
         where.append("o.name = ?")
         params.append(f.org)
