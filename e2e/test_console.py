@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pulumi_toolchain
 import pytest
 from cluster import Cluster
-from conftest import CLI_VERSION, CLUSTER, services
+from conftest import CLUSTER, services
 from e2e_harness import (
     Names,
     ProcellaServer,
@@ -44,15 +43,8 @@ CHROMIUM = os.environ.get("PROCELLA_E2E_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("PROCELLA_CONSOLE_SCREENSHOTS", "")
 _VIEW_LIVE = re.compile(r"View Live: (\S+)")
 
-# The console reads the same services on every topology and with every CLI: run it once,
-# on the default pin and the single server, where `nox -s e2e` runs first.
-pytestmark = [
-    pytest.mark.skipif(
-        CLI_VERSION != pulumi_toolchain.DEFAULT_CLI_VERSION,
-        reason="the console's browser tests run with the default CLI pin only",
-    ),
-    pytest.mark.xdist_group("console"),  # one server and one browser for the module
-]
+# With the default CLI pin only (e2e/conftest.py collects this module for it alone).
+pytestmark = pytest.mark.xdist_group("console")  # one server and one browser for the module
 
 
 @dataclass
