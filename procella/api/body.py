@@ -122,6 +122,43 @@ def parse_object_members(data: bytes) -> dict[str, tuple[Any, bytes]]:
         raise BadRequest(f"request body is not a valid JSON object: {exc}") from None
 
 
+def checkpoint_members(data: bytes, key: str) -> tuple[dict[str, Any], memoryview] | None:
+    """A checkpoint body's members without parsing its large one, when the body is laid
+    out as the CLI writes it: ``key``'s object value last, or followed only by the
+    sequence number. Returns the other members' values (``key`` maps to None) and a view
+    of the exact bytes of ``key``'s value, which the caller must validate; None for any
+    other layout (then the body is parsed whole).
+
+    The rest of the body is parsed strictly with ``"1"`` in place of the value: that it
+    parses proves the value's place is a member's value (the argument of
+    ``procella.updates.pieces``), so the body is valid if the value is, and means what the
+    whole parse would.
+    """
+    name = b'"' + key.encode() + b'":'
+    at = data.find(name)
+    if at < 1 or data[at - 1] not in b"{,":
+        return None
+    tail = _CHECKPOINT_TAIL.search(data, max(len(data) - 64, 0))
+    start = at + len(name)
+    if tail is None or not start < tail.start() or data[start] != ord("{"):
+        return None
+    end = tail.start() + 1
+    envelope = data[:start] + b'"1"' + data[end:]
+    try:
+        value = parse_json(envelope)
+    except BadRequest:
+        return None
+    if not isinstance(value, dict) or value.get(key) != "1":
+        return None
+    value[key] = None
+    return value, memoryview(data)[start:end]
+
+
+# How the CLI's checkpoint bodies end: the large value's closing brace, then the body's
+# (``checkpoint``), or the sequence number and the body's (``checkpointverbatim``).
+_CHECKPOINT_TAIL = re.compile(rb'\}(?:\}|,"sequenceNumber":-?[0-9]{1,20}\})\Z')
+
+
 def _check_depth(data: bytes) -> None:
     if depth(data) > MAX_DEPTH:
         raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels")

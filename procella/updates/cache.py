@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from procella.updates.pieces import Pieces
+
 
 class CheckpointCache:
     def __init__(self, max_bytes: int) -> None:
@@ -23,6 +25,7 @@ class CheckpointCache:
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._newest: dict[str, str] = {}  # stack id -> sha256 of its newest text
         self._position: dict[str, tuple[int, int]] = {}  # stack id -> its (version, seq)
+        self._pieces: dict[str, Pieces] = {}  # sha256 -> how the text was validated
         self._size = 0
 
     def get(self, sha256: str) -> bytes | None:
@@ -38,12 +41,24 @@ class CheckpointCache:
         text = None if sha256 is None else self._items.get(sha256)
         return None if text is None or position is None else (*position, text)
 
+    def pieces(self, sha256: str) -> Pieces | None:
+        """How the cached text was validated in pieces, if it was (``updates.pieces``)."""
+        return self._pieces.get(sha256)
+
     def put(
-        self, sha256: str, text: bytes, stack_id: str, position: tuple[int, int] | None = None
+        self,
+        sha256: str,
+        text: bytes,
+        stack_id: str,
+        position: tuple[int, int] | None = None,
+        pieces: Pieces | None = None,
     ) -> None:
-        """Keep ``text`` as the stack's newest; ``position`` is its (version, seq)."""
+        """Keep ``text`` as the stack's newest; ``position`` is its (version, seq),
+        ``pieces`` how it was validated."""
         if len(text) > self.max_bytes:
             return
+        if pieces is not None:
+            self._pieces[sha256] = pieces
         older = self._newest.get(stack_id)
         if older is not None and older != sha256:
             self._drop(older)
@@ -62,5 +77,6 @@ class CheckpointCache:
 
     def _drop(self, sha256: str) -> None:
         text = self._items.pop(sha256, None)
+        self._pieces.pop(sha256, None)
         if text is not None:
             self._size -= len(text)
