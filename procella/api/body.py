@@ -15,8 +15,10 @@ import zlib
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
-from quart import request
+from quart import Response, after_this_request, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
+from procella import memory
 from procella.errors import BadRequest, PayloadTooLarge
 from procella.strictjson import DECODER as _DECODER
 from procella.strictjson import MAX_DEPTH, depth
@@ -72,13 +74,24 @@ async def read_body(max_inflated: int) -> bytes:
     data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     assert isinstance(data, bytes)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        return data
-    if encoding not in ("gzip", "x-gzip"):
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
         raise BadRequest(f"unsupported Content-Encoding {encoding!r}")
-    if len(data) > OFFLOAD_BYTES:
-        return await asyncio.to_thread(gunzip, data, max_inflated)
-    return gunzip(data, max_inflated)
+    if encoding in ("", "identity"):
+        pass
+    elif len(data) > OFFLOAD_BYTES:
+        data = await asyncio.to_thread(gunzip, data, max_inflated)
+    else:
+        data = gunzip(data, max_inflated)
+    if len(data) >= memory.LARGE_BYTES:
+        after_this_request(_trim)
+    return data
+
+
+async def _trim(response: Response | WerkzeugResponse) -> Response | WerkzeugResponse:
+    """Once the request is done, its large body and what came of it are freed: hand the
+    memory back (``procella.memory``)."""
+    memory.trim()
+    return response
 
 
 def _decode_text(data: bytes) -> str:

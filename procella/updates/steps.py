@@ -6,8 +6,10 @@ step of an update, whose previous text is the version before's. Rebuilding a tex
 its full text plus the deltas since, so once those deltas outweigh the text (``chain``
 bytes), the step stores a full text instead (compaction) and the one it supersedes, with
 its deltas, is deleted at once. Work per step is O(change) in bytes written; the full text
-is hashed, never parsed: ``finish`` parses it once, at the end of the update, to count
-its resources and prove it is a deployment.
+is hashed and compared, and a whole checkpoint is parsed only where it changed
+(``procella.updates.pieces``); a delta's text is not parsed at all. ``finish`` parses the
+final text once, at the end of the update, to count its resources and prove it is a
+deployment.
 """
 
 from __future__ import annotations
