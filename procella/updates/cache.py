@@ -34,12 +34,15 @@ class CheckpointCache:
             self._items.move_to_end(sha256)
         return text
 
-    def newest(self, stack_id: str) -> tuple[int, int, bytes] | None:
-        """The stack's newest text with its (version, seq), if cached and placed."""
+    def newest(self, stack_id: str) -> tuple[int, int, bytes, Pieces | None] | None:
+        """The stack's newest text with its (version, seq) and how it was validated, if
+        cached and placed."""
         sha256 = self._newest.get(stack_id)
         position = self._position.get(stack_id)
         text = None if sha256 is None else self._items.get(sha256)
-        return None if text is None or position is None else (*position, text)
+        if text is None or position is None or sha256 is None:
+            return None
+        return (*position, text, self._pieces.get(sha256))
 
     def pieces(self, sha256: str) -> Pieces | None:
         """How the cached text was validated in pieces, if it was (``updates.pieces``)."""

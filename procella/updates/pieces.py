@@ -149,6 +149,29 @@ def _in_pieces(
     return skeleton, Pieces(level, spans, cuts), count
 
 
+def carry(previous: Pieces, edits: Sequence[TextEdit], cuts: list[int]) -> Pieces:
+    """``previous`` moved through ``edits`` (which turn its text into one whose
+    ``deltas.cuts`` are ``cuts``): the elements no edit touched, at their new places. A
+    replica that catches up on steps another replica checked keeps what it knew so."""
+    ordered = sorted(edits, key=lambda e: (e.start, e.end))
+    spans: dict[int, tuple[int, int]] = {}
+    k, shift = 0, 0
+    for start, (end, depth) in previous.spans.items():
+        # Edits wholly before the element (an insertion at its start is before it).
+        while k < len(ordered) and (
+            ordered[k].end < start
+            or (ordered[k].end == start and ordered[k].start < start)
+            or ordered[k].start == ordered[k].end == start
+        ):
+            edit = ordered[k]
+            shift += len(edit.new_text) - (edit.end - edit.start)
+            k += 1
+        if k < len(ordered) and ordered[k].start < end:
+            continue  # touched: unknown now
+        spans[start + shift] = (end + shift, depth)
+    return Pieces(previous.level, spans, cuts)
+
+
 class _Known:
     """Which spans of the new text are validated elements of the previous one: those in a
     stretch no edit touched, at the place of an element of the previous text."""

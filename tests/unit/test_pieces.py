@@ -3,7 +3,9 @@ whole strict parse refuses, and a step parses only the resources it changed."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from typing import Any
 
 import pytest
@@ -172,3 +174,42 @@ def test_other_layouts_are_parsed_whole(text: bytes) -> None:
     parsed, got = pieces.check(text, MAX)
     assert got is None
     assert parsed == json.loads(text)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pieces_carried_through_steps_are_what_was_checked(seed: int) -> None:
+    """A replica that catches up by deltas moves what it checked through them: every
+    element it still vouches for has the bytes (and depth) of one it checked, and a step
+    checked with the carried pieces accepts and refuses as a whole parse does."""
+    rng = random.Random(seed)
+    s = state(30)
+    old = text_of(s)
+    _, known = pieces.check(old, MAX)
+    assert known is not None
+    checked = {old[a:b]: d for a, (b, d) in known.spans.items()}
+    texts = [old]
+    for _ in range(3):  # steps another replica took
+        resources = s["deployment"]["resources"]
+        for _ in range(rng.randint(1, 3)):
+            op = rng.choice(["change", "remove", "add"])
+            at = rng.randrange(1, len(resources))
+            if op == "change":
+                resources[at] = dict(resources[at], outputs={"value": rng.random()})
+            elif op == "remove" and len(resources) > 2:
+                del resources[at]
+            else:
+                resources.insert(at, dict(resources[at], urn=f"urn:new:{rng.random()}"))
+        s["deployment"]["manifest"]["time"] = str(rng.random())
+        texts.append(text_of(s))
+    for a, b in itertools.pairwise(texts):
+        edits = deltas.diff_at(a, b, deltas.cuts(a), deltas.cuts(b))
+        known = pieces.carry(known, edits, deltas.cuts(b))
+    new = texts[-1]
+    for start, (end, depth) in known.spans.items():
+        assert checked[new[start:end]] == depth
+    assert len(known.spans) >= 20  # most of them survive
+    nxt = with_raw_output(json.loads(new), 5, b'"next"')
+    assert step(new, nxt, known)[1] is not None
+    bad = with_raw_output(json.loads(new), 5, b"NaN")
+    with pytest.raises(pieces.InvalidText):
+        step(new, bad, known)
