@@ -57,11 +57,9 @@ class CheckpointCache:
         pieces: Pieces | None = None,
     ) -> None:
         """Keep ``text`` as the stack's newest; ``position`` is its (version, seq),
-        ``pieces`` how it was validated."""
+        ``pieces`` how it was validated (counted in the cache's size too)."""
         if len(text) > self.max_bytes:
             return
-        if pieces is not None:
-            self._pieces[sha256] = pieces
         older = self._newest.get(stack_id)
         if older is not None and older != sha256:
             self._drop(older)
@@ -71,15 +69,21 @@ class CheckpointCache:
         self._newest[stack_id] = sha256
         if sha256 in self._items:
             self._items.move_to_end(sha256)
-            return
-        self._items[sha256] = text
-        self._size += len(text)
+        else:
+            self._items[sha256] = text
+            self._size += len(text)
+        if pieces is not None and len(text) + pieces.cost <= self.max_bytes:
+            known = self._pieces.pop(sha256, None)
+            self._size += pieces.cost - (0 if known is None else known.cost)
+            self._pieces[sha256] = pieces
         while self._size > self.max_bytes:
-            evicted, _ = next(iter(self._items.items()))
+            evicted = next(iter(self._items))
             self._drop(evicted)
 
     def _drop(self, sha256: str) -> None:
         text = self._items.pop(sha256, None)
-        self._pieces.pop(sha256, None)
         if text is not None:
             self._size -= len(text)
+        known = self._pieces.pop(sha256, None)
+        if known is not None:
+            self._size -= known.cost
