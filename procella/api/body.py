@@ -83,8 +83,14 @@ async def read_body(max_inflated: int) -> bytes:
     else:
         data = gunzip(data, max_inflated)
     if len(data) >= memory.LARGE_BYTES:
-        after_this_request(_trim)
+        trim_when_done()
     return data
+
+
+def trim_when_done() -> None:
+    """After this request, hand freed memory back to the system (``procella.memory``): for
+    requests that read, build or replay a large state."""
+    after_this_request(_trim)
 
 
 async def _trim(response: Response | WerkzeugResponse) -> Response | WerkzeugResponse:

@@ -23,6 +23,7 @@ from procella.api.body import (
     read_body,
     read_json,
     require_object,
+    trim_when_done,
 )
 from procella.api.context import services
 from procella.api.responses import check_update_id, int_arg, json_response, no_content, stack_ref
@@ -343,5 +344,6 @@ async def complete_update(
     # Not `live`: a retried complete arrives after the update ended, and must succeed.
     update, _ = await _lease_holder(org, project, stack, update_id, live=False)
     body = require_object(await read_json(_max_inflated()))
+    trim_when_done()  # complete parses, or replays, the final state
     await services().updates.complete(update, field(body, "status", str))
     return no_content()
