@@ -178,6 +178,11 @@ def _diff_and_check(
     return edits, checked
 
 
+def check_alone(text: bytes, check: pieces.TextCheck) -> None:
+    """``check`` on ``text`` with nothing known of a previous text (raises BadRequest)."""
+    _diff_and_check(None, text, None, check)
+
+
 async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest: str) -> None:
     """After a failed compare-and-set: succeed if a concurrent retry stored the same step,
     else say why the write was refused."""

@@ -610,3 +610,13 @@ async def test_verbatim_whose_skeleton_is_no_deployment_is_400(api: Api, update:
     ):
         await assert_error(await api.verbatim(update, bad, 2), 400)
     assert await api.export_bytes(S) == one
+
+
+async def test_an_out_of_turn_verbatim_that_is_no_deployment_is_400_before_409(
+    api: Api, update: Update
+) -> None:
+    """As when the text was parsed before the sequence number was looked at."""
+    await assert_ok(await api.verbatim(update, cli_text(1), 1), 204)
+    bad = cli_text(2).replace(b'{"version":3,', b'{"version":9,', 1)
+    await assert_error(await api.verbatim(update, bad, 5, version=9), 400)
+    await assert_error(await api.verbatim(update, cli_text(2), 5), 409)
