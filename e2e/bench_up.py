@@ -194,8 +194,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--at",
         metavar="REV",
+        action="append",
         help="serve procella/ as of this git revision (extracted with git archive), so\n"
-        "edits in progress do not change what is measured",
+        "edits in progress do not change what is measured; given more than once, every\n"
+        "Procella backend runs at each revision (named backend@REV), alternating in one run",
     )
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, state)")
     p.add_argument(
@@ -281,18 +283,25 @@ def start_backends(
     shared = Services(stack, work)
     backends = []
     for name in names:
-        folder = work / name
-        folder.mkdir()
-        project = make_project("things", PROJECT, folder)
-        if name.startswith("embedded-"):
-            backend = start_embedded(name, args, stack, folder, project, toolchain)
-        elif name.startswith("cluster-"):
-            backend = start_cluster(name, args, stack, shared, folder, project, toolchain)
-        else:
-            backend = start_diy(name, shared, folder, project, toolchain)
-        backend.cli.login()
-        backends.append(backend)
-        print(f"started {name}: {backend.cli.backend_url}", flush=True)
+        # Procella backends once per revision (servers take PYTHONPATH when built).
+        revisions = args.revisions if name.startswith(("embedded-", "cluster-")) else [None]
+        for revision in revisions or [None]:
+            label = name if revision is None or len(args.revisions) < 2 else f"{name}@{revision[0]}"
+            if revision is not None:
+                os.environ["PYTHONPATH"] = str(revision[1])
+            folder = work / label
+            folder.mkdir()
+            project = make_project("things", PROJECT, folder)
+            if name.startswith("embedded-"):
+                backend = start_embedded(name, args, stack, folder, project, toolchain)
+            elif name.startswith("cluster-"):
+                backend = start_cluster(name, args, stack, shared, folder, project, toolchain)
+            else:
+                backend = start_diy(name, shared, folder, project, toolchain)
+            backend.name = label
+            backend.cli.login()
+            backends.append(backend)
+            print(f"started {label}: {backend.cli.backend_url}", flush=True)
     return backends
 
 
@@ -676,27 +685,30 @@ def long_runs(runs: Sequence[Run]) -> list[str]:
 # --- the whole benchmark ----------------------------------------------------------------
 
 
-def code_version(at: str | None) -> str:
-    def git(*argv: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=True
-        ).stdout.strip()
+def git(*argv: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
+
+def code_version(at: Sequence[str] | None) -> str:
     if at:
-        return f"{git('rev-parse', '--short', f'{at}^{{commit}}')} (--at {at})"
+        return ", ".join(f"{git('rev-parse', '--short', f'{a}^{{commit}}')} (--at {a})" for a in at)
     dirty = git("status", "--porcelain", "--", "procella")
     return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
 
 
-def checkout(rev: str, into: Path) -> None:
+def checkout(rev: str, into: Path) -> tuple[str, Path]:
     """Extract procella/ at ``rev`` into ``into``; PYTHONPATH then puts it before the editable
-    install in every server (this process never imports procella)."""
+    install in the servers started with it (this process never imports procella). Returns
+    the revision's short hash and the folder."""
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", rev, "procella"], capture_output=True, check=True
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     os.environ["PYTHONPATH"] = str(into)
+    return git("rev-parse", "--short", f"{rev}^{{commit}}"), into
 
 
 def scenarios(cases: Sequence[Case]) -> list[Scenario]:
@@ -732,14 +744,14 @@ def benchmark(args: argparse.Namespace, work: Path) -> int:
         for case in scenario.cases
     ]
     runs: list[Run] = []
-    total = args.repeat * sum(
-        len(scenario.cases)
-        for scenario, provider in plan
-        for name in args.backends
-        if not skip(scenario, provider, name, args)
-    )
     with contextlib.ExitStack() as stack:
         backends = start_backends(args.backends, args, stack, work, toolchain)
+        total = args.repeat * sum(
+            len(scenario.cases)
+            for scenario, provider in plan
+            for backend in backends
+            if not skip(scenario, provider, backend.name, args)
+        )
         for rep in range(1, args.repeat + 1):
             # Rotate the order every repetition: no backend always runs first or last.
             shift = (rep - 1) % len(backends)
@@ -809,8 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     with workspace(args.keep) as work:
-        if args.at:
-            checkout(args.at, work / "code")
+        args.revisions = [checkout(rev, work / f"code-{i}") for i, rev in enumerate(args.at or [])]
         args.code = code_version(args.at)
         started = time.monotonic()
         rc = benchmark(args, work)

@@ -1,6 +1,7 @@
 """``procella serve``: hypercorn, the logging of the process, and the metrics of its workers.
 
-This is the one place that configures logging (``create_app`` never does). With several
+This is the one place that configures logging and the C allocator (``procella.memory``;
+``create_app`` never does either). With several
 worker processes, each configures its own (``worker_app``), and the serve command gives
 them a fresh ``PROMETHEUS_MULTIPROC_DIR`` for the run, so a scrape of any worker reports
 the sum of all of them; the directory is removed when the server exits.
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from procella import logs
+from procella import logs, memory
 from procella.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT; the exit code."""
     logs.configure(settings.log_level, settings.log_format)
+    memory.configure()
     config = _hypercorn_config(settings)
     if settings.workers == 1:
         # A `_created` twin of every counter and histogram doubles each scrape for nothing;
@@ -55,6 +57,7 @@ def worker_app() -> Quart:
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
+    memory.configure()
     return create_app(settings)
 
 

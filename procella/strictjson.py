@@ -39,6 +39,18 @@ def depth(text: bytes) -> int:
     For invalid JSON, at least the depth a parser reaches before it fails: brackets in
     strings do not count, and strings are delimited exactly as a parser reads them.
     """
+    return _bracket_depth(_brackets(text))
+
+
+def open_at_end(text: bytes) -> int:
+    """How many arrays and objects are open at the end of ``text`` (a prefix of a valid
+    JSON text that does not end inside a string)."""
+    brackets = _brackets(text)
+    return brackets.count(b"(") - brackets.count(b")")
+
+
+def _brackets(text: bytes) -> bytes:
+    """The brackets of ``text`` outside strings, as '(' and ')'."""
     if b"\\" in text:
         # Escapes occur only in strings. Without escaped backslashes, and then without
         # escaped quotes, every '"' left opens or closes a string.
@@ -47,7 +59,7 @@ def depth(text: bytes) -> int:
     structure = text.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
     if b'"' in structure:
         structure = _STRING.sub(b"", structure)  # the strings that hold brackets
-    return _bracket_depth(structure.translate(_PARENS))
+    return structure.translate(_PARENS)
 
 
 def _bracket_depth(brackets: bytes) -> int:
@@ -101,9 +113,30 @@ DECODER = json.JSONDecoder(
 )
 
 
-def loads(data: bytes) -> Any:
+def loads_counted(data: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, int | None]:
+    """``loads``, and how many members the top-level object has (duplicates counted; None
+    when the value is not an object)."""
+    if depth(data) > max_depth:
+        raise ValueError(f"nests deeper than {max_depth} levels")
+    counts: list[int] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        counts.append(len(items))  # the top level's comes last
+        return dict(items)
+
+    decoder = json.JSONDecoder(
+        object_pairs_hook=pairs,
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+        parse_int=_float64_int,
+    )
+    value = decoder.decode(data.decode("utf-8"))
+    return value, counts[-1] if isinstance(value, dict) else None
+
+
+def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
     """Parse ``data`` strictly; ValueError (UnicodeDecodeError included) if it is not
-    standard JSON within ``MAX_DEPTH``."""
-    if depth(data) > MAX_DEPTH:
-        raise ValueError(f"nests deeper than {MAX_DEPTH} levels")
+    standard JSON within ``max_depth`` levels."""
+    if depth(data) > max_depth:
+        raise ValueError(f"nests deeper than {max_depth} levels")
     return DECODER.decode(data.decode("utf-8"))

@@ -15,8 +15,10 @@ import zlib
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
-from quart import request
+from quart import Response, after_this_request, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
+from procella import memory
 from procella.errors import BadRequest, PayloadTooLarge
 from procella.strictjson import DECODER as _DECODER
 from procella.strictjson import MAX_DEPTH, depth
@@ -72,13 +74,30 @@ async def read_body(max_inflated: int) -> bytes:
     data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     assert isinstance(data, bytes)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        return data
-    if encoding not in ("gzip", "x-gzip"):
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
         raise BadRequest(f"unsupported Content-Encoding {encoding!r}")
-    if len(data) > OFFLOAD_BYTES:
-        return await asyncio.to_thread(gunzip, data, max_inflated)
-    return gunzip(data, max_inflated)
+    if encoding in ("", "identity"):
+        pass
+    elif len(data) > OFFLOAD_BYTES:
+        data = await asyncio.to_thread(gunzip, data, max_inflated)
+    else:
+        data = gunzip(data, max_inflated)
+    if len(data) >= memory.LARGE_BYTES:
+        trim_when_done()
+    return data
+
+
+def trim_when_done() -> None:
+    """After this request, hand freed memory back to the system (``procella.memory``): for
+    requests that read, build or replay a large state."""
+    after_this_request(_trim)
+
+
+async def _trim(response: Response | WerkzeugResponse) -> Response | WerkzeugResponse:
+    """Once the request is done, its large body and what came of it are freed: hand the
+    memory back (``procella.memory``)."""
+    memory.trim()
+    return response
 
 
 def _decode_text(data: bytes) -> str:
@@ -120,6 +139,43 @@ def parse_object_members(data: bytes) -> dict[str, tuple[Any, bytes]]:
         raise BadRequest("request body is nested too deeply") from None
     except (ValueError, IndexError) as exc:
         raise BadRequest(f"request body is not a valid JSON object: {exc}") from None
+
+
+def checkpoint_members(data: bytes, key: str) -> tuple[dict[str, Any], memoryview] | None:
+    """A checkpoint body's members without parsing its large one, when the body is laid
+    out as the CLI writes it: ``key``'s object value last, or followed only by the
+    sequence number. Returns the other members' values (``key`` maps to None) and a view
+    of the exact bytes of ``key``'s value, which the caller must validate; None for any
+    other layout (then the body is parsed whole).
+
+    The rest of the body is parsed strictly with ``"1"`` in place of the value: that it
+    parses proves the value's place is a member's value (the argument of
+    ``procella.updates.pieces``), so the body is valid if the value is, and means what the
+    whole parse would.
+    """
+    name = b'"' + key.encode() + b'":'
+    at = data.find(name)
+    if at < 1 or data[at - 1] not in b"{,":
+        return None
+    tail = _CHECKPOINT_TAIL.search(data, max(len(data) - 64, 0))
+    start = at + len(name)
+    if tail is None or not start < tail.start() or data[start] != ord("{"):
+        return None
+    end = tail.start() + 1
+    envelope = data[:start] + b'"1"' + data[end:]
+    try:
+        value = parse_json(envelope)
+    except BadRequest:
+        return None
+    if not isinstance(value, dict) or value.get(key) != "1":
+        return None
+    value[key] = None
+    return value, memoryview(data)[start:end]
+
+
+# How the CLI's checkpoint bodies end: the large value's closing brace, then the body's
+# (``checkpoint``), or the sequence number and the body's (``checkpointverbatim``).
+_CHECKPOINT_TAIL = re.compile(rb'\}(?:\}|,"sequenceNumber":-?[0-9]{1,20}\})\Z')
 
 
 def _check_depth(data: bytes) -> None:

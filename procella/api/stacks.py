@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import Response, request
 
+from procella import memory
 from procella.api import wire
 from procella.api.auth import principal, writer_of
 from procella.api.body import (
@@ -15,6 +16,7 @@ from procella.api.body import (
     read_json,
     read_json_members,
     require_object,
+    trim_when_done,
 )
 from procella.api.context import services
 from procella.api.responses import int_arg, json_response, no_content, raw_json_response, stack_ref
@@ -114,6 +116,8 @@ async def rename_stack(org: str, project: str, stack: str) -> Response:
 async def export_stack(org: str, project: str, stack: str, version: int | None = None) -> Response:
     caller = await principal()
     text = await services().stacks.export(caller, stack_ref(org, project, stack), version)
+    if len(text) >= memory.LARGE_BYTES:
+        trim_when_done()
     return raw_json_response(text)
 
 

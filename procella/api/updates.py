@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from typing import Any, TypeGuard
+from collections.abc import Callable
+from typing import Any, TypeGuard, TypeVar
 
 from quart import Response, request
 
-from procella import logs
+from procella import logs, strictjson
 from procella.api import wire
 from procella.api.auth import principal, update_token, writer_of
 from procella.api.body import (
     INT64,
+    OFFLOAD_BYTES,
+    checkpoint_members,
     field,
     parse_json_offloaded,
+    parse_object_members,
     read_body,
     read_json,
-    read_json_members,
     require_object,
+    trim_when_done,
 )
 from procella.api.context import services
 from procella.api.responses import check_update_id, int_arg, json_response, no_content, stack_ref
@@ -26,8 +31,10 @@ from procella.errors import BadRequest, PayloadTooLarge
 from procella.metadata.base import UpdateRecord
 from procella.stacks.models import check_tags
 from procella.updates import checkpoints as cp
-from procella.updates import journal
+from procella.updates import journal, pieces
 from procella.updates.service import Event
+
+_T = TypeVar("_T")
 
 EVENTS_PAGE = 500
 DEFAULT_LEASE_SECONDS = 300  # what the CLI asks for
@@ -146,36 +153,101 @@ async def patch_checkpoint(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
     update, token = await _lease_holder(org, project, stack, update_id)
-    values, raw = await read_json_members(_max_inflated())
+    data = await read_body(_max_inflated())
+    fast = await _offloaded(checkpoint_members, data, "deployment")
+    if fast is not None:
+        try:
+            await _save_full(update, token, *fast, checked=False)
+            return no_content()
+        except pieces.InvalidText:
+            pass  # perhaps another reading of the body: the whole parse decides
+    values, raw = await _offloaded(_whole_members, data)
+    await _save_full(update, token, values, raw.get("deployment", b""), checked=True)
+    return no_content()
+
+
+async def _save_full(
+    update: UpdateRecord,
+    token: str,
+    values: dict[str, Any],
+    deployment: bytes | memoryview,
+    *,
+    checked: bool,
+) -> None:
     if field(values, "isInvalid", bool, required=False):
         raise BadRequest("a checkpoint marked invalid is not stored")
     version = field(values, "version", int)
     features = cp.check_schema(version, values.get("features"))
-    deployment = values.get("deployment")
-    if not isinstance(deployment, dict):
+    if not checked and deployment[:1] != b"{":
         raise BadRequest("field 'deployment' must be a JSON object")
-    # The CLI sends the inner deployment; the stored text is the wrapper around its bytes.
-    text = cp.wrap_deployment(version, features, raw["deployment"])
-    state = cp.State(text, cp.count_resources({"deployment": deployment}))
-    await services().updates.save_full(update, token, state)
-    return no_content()
+    if checked and not isinstance(values.get("deployment"), dict):
+        raise BadRequest("field 'deployment' must be a JSON object")
+    # The CLI sends the inner deployment; the stored text is the wrapper around its bytes,
+    # as deep as the body (one level for the wrapper, one for the body).
+    text = cp.wrap_deployment(version, features, deployment)
+    # Parsed, the wrapper must have just its own members: the deployment was one value.
+    members = 3 if features else 2
+    check = None if checked else pieces.TextCheck(strictjson.MAX_DEPTH, _no_schema_check, members)
+    await services().updates.save_full(update, token, text, check)
+
+
+def _no_schema_check(skeleton: Any) -> None:
+    """The wrapper's version and features came from the body's own members, checked."""
 
 
 async def patch_checkpoint_verbatim(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
     update, token = await _lease_holder(org, project, stack, update_id)
-    values, raw = await read_json_members(_max_inflated())
-    version = field(values, "version", int)
-    sequence = _sequence_number(values)
+    data = await read_body(_max_inflated())
+    fast = await _offloaded(checkpoint_members, data, "untypedDeployment")
+    if fast is not None:
+        try:
+            await _save_verbatim(update, token, *fast, checked=False)
+            return no_content()
+        except pieces.InvalidText:
+            pass
+    values, raw = await _offloaded(_whole_members, data)
     if "untypedDeployment" not in values:
         raise BadRequest("missing field 'untypedDeployment'")
-    untyped = values["untypedDeployment"]
-    state = cp.state_of(raw["untypedDeployment"], untyped)
-    if untyped["version"] != version:
-        raise BadRequest("version does not match untypedDeployment.version")
-    await services().updates.save_verbatim(update, token, sequence, state)
+    await _save_verbatim(update, token, values, raw["untypedDeployment"], checked=True)
     return no_content()
+
+
+async def _save_verbatim(
+    update: UpdateRecord,
+    token: str,
+    values: dict[str, Any],
+    raw: bytes | memoryview,
+    *,
+    checked: bool,
+) -> None:
+    version = field(values, "version", int)
+    sequence = _sequence_number(values)
+
+    def check_schema(untyped: Any) -> None:
+        cp.check_untyped_deployment(untyped)
+        if untyped["version"] != version:
+            raise BadRequest("version does not match untypedDeployment.version")
+
+    if checked:
+        check_schema(values["untypedDeployment"])
+    # The body holds the text one level down.
+    check = None if checked else pieces.TextCheck(strictjson.MAX_DEPTH - 1, check_schema)
+    text = bytes(raw)
+    await services().updates.save_verbatim(update, token, sequence, text, check)
+
+
+def _whole_members(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    members = parse_object_members(data)
+    values = {key: value for key, (value, _) in members.items()}
+    return values, {key: text for key, (_, text) in members.items()}
+
+
+async def _offloaded(func: Callable[..., _T], *args: Any) -> _T:
+    if len(args[0]) > OFFLOAD_BYTES:
+        return await asyncio.to_thread(func, *args)
+    return func(*args)
 
 
 async def patch_checkpoint_delta(
@@ -272,5 +344,6 @@ async def complete_update(
     # Not `live`: a retried complete arrives after the update ended, and must succeed.
     update, _ = await _lease_holder(org, project, stack, update_id, live=False)
     body = require_object(await read_json(_max_inflated()))
+    trim_when_done()  # complete parses, or replays, the final state
     await services().updates.complete(update, field(body, "status", str))
     return no_content()

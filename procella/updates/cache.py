@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from procella.updates.pieces import Pieces
+
 
 class CheckpointCache:
     def __init__(self, max_bytes: int) -> None:
@@ -23,6 +25,7 @@ class CheckpointCache:
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._newest: dict[str, str] = {}  # stack id -> sha256 of its newest text
         self._position: dict[str, tuple[int, int]] = {}  # stack id -> its (version, seq)
+        self._pieces: dict[str, Pieces] = {}  # sha256 -> how the text was validated
         self._size = 0
 
     def get(self, sha256: str) -> bytes | None:
@@ -31,17 +34,30 @@ class CheckpointCache:
             self._items.move_to_end(sha256)
         return text
 
-    def newest(self, stack_id: str) -> tuple[int, int, bytes] | None:
-        """The stack's newest text with its (version, seq), if cached and placed."""
+    def newest(self, stack_id: str) -> tuple[int, int, bytes, Pieces | None] | None:
+        """The stack's newest text with its (version, seq) and how it was validated, if
+        cached and placed."""
         sha256 = self._newest.get(stack_id)
         position = self._position.get(stack_id)
         text = None if sha256 is None else self._items.get(sha256)
-        return None if text is None or position is None else (*position, text)
+        if text is None or position is None or sha256 is None:
+            return None
+        return (*position, text, self._pieces.get(sha256))
+
+    def pieces(self, sha256: str) -> Pieces | None:
+        """How the cached text was validated in pieces, if it was (``updates.pieces``)."""
+        return self._pieces.get(sha256)
 
     def put(
-        self, sha256: str, text: bytes, stack_id: str, position: tuple[int, int] | None = None
+        self,
+        sha256: str,
+        text: bytes,
+        stack_id: str,
+        position: tuple[int, int] | None = None,
+        pieces: Pieces | None = None,
     ) -> None:
-        """Keep ``text`` as the stack's newest; ``position`` is its (version, seq)."""
+        """Keep ``text`` as the stack's newest; ``position`` is its (version, seq),
+        ``pieces`` how it was validated (counted in the cache's size too)."""
         if len(text) > self.max_bytes:
             return
         older = self._newest.get(stack_id)
@@ -53,14 +69,21 @@ class CheckpointCache:
         self._newest[stack_id] = sha256
         if sha256 in self._items:
             self._items.move_to_end(sha256)
-            return
-        self._items[sha256] = text
-        self._size += len(text)
+        else:
+            self._items[sha256] = text
+            self._size += len(text)
+        if pieces is not None and len(text) + pieces.cost <= self.max_bytes:
+            known = self._pieces.pop(sha256, None)
+            self._size += pieces.cost - (0 if known is None else known.cost)
+            self._pieces[sha256] = pieces
         while self._size > self.max_bytes:
-            evicted, _ = next(iter(self._items.items()))
+            evicted = next(iter(self._items))
             self._drop(evicted)
 
     def _drop(self, sha256: str) -> None:
         text = self._items.pop(sha256, None)
         if text is not None:
             self._size -= len(text)
+        known = self._pieces.pop(sha256, None)
+        if known is not None:
+            self._size -= known.cost

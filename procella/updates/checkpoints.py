@@ -93,12 +93,12 @@ def parse_state(text: bytes) -> State:
     return state_of(text, parsed)
 
 
-def wrap_deployment(version: int, features: Sequence[str], deployment: bytes) -> bytes:
+def wrap_deployment(version: int, features: Sequence[str], deployment: bytes | memoryview) -> bytes:
     """Build the wrapper around a raw ``deployment`` text without touching its bytes."""
     head = b'{"version":' + str(version).encode()
     if features:
         head += b',"features":' + json.dumps(list(features), separators=(",", ":")).encode()
-    return head + b',"deployment":' + deployment + b"}"
+    return b"".join((head, b',"deployment":', deployment, b"}"))
 
 
 @dataclass(frozen=True)

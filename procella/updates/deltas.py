@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import itertools
+import re
 import struct
 from collections.abc import Sequence
 
@@ -46,6 +47,86 @@ def diff(old: bytes, new: bytes) -> list[TextEdit]:
         start, end = prefix + old_starts[i1], prefix + old_starts[i2]
         edits.append(TextEdit(start, end, b"".join(new_parts[j1:j2])))
     return edits
+
+
+# Where the elements of a resources array after its first start (one past the comma).
+ELEMENT = re.compile(rb',\{"urn":"')
+
+
+def cuts(text: bytes) -> list[int]:
+    """Offsets where a resource that follows another starts (after its comma)."""
+    return [m.start() + 1 for m in ELEMENT.finditer(text)]
+
+
+def diff_at(
+    old: bytes, new: bytes, old_cuts: Sequence[int], new_cuts: Sequence[int]
+) -> list[TextEdit]:
+    """``diff``, for texts already cut into parts (``cuts``, or any increasing offsets
+    inside each text): parts are matched one by one (equal bytes; else by the resource's
+    URN, to tell a changed resource from an added or removed one), so a step costs a
+    comparison of the texts' bytes and work per part, and each run of parts that differ
+    becomes one edit, trimmed to the bytes that differ. Like ``diff``, any cuts give edits
+    that turn ``old`` into ``new``; resource cuts make them small.
+    """
+    ob, nb = _bounds(old, old_cuts), _bounds(new, new_cuts)
+    view = memoryview(old)
+    old_keys: dict[bytes, int] | None = None
+    new_keys: dict[bytes, int] | None = None
+    edits: list[TextEdit] = []
+    i = j = 0
+    i0 = j0 = -1  # where the current run of differing parts started, if one did
+    n_old, n_new = len(ob) - 1, len(nb) - 1
+    while i < n_old and j < n_new:
+        a, b, c, d = ob[i], ob[i + 1], nb[j], nb[j + 1]
+        if b - a == d - c and new.startswith(view[a:b], c):
+            if i0 >= 0:
+                edits.extend(_trimmed(old, new, ob[i0], a, nb[j0], c))
+                i0 = j0 = -1
+            i, j = i + 1, j + 1
+            continue
+        if i0 < 0:
+            i0, j0 = i, j
+        old_key, new_key = _key(old, a, b), _key(new, c, d)
+        if old_key == new_key:  # changed in place
+            i, j = i + 1, j + 1
+            continue
+        if old_keys is None or new_keys is None:
+            old_keys = {_key(old, ob[k], ob[k + 1]): k for k in range(n_old)}
+            new_keys = {_key(new, nb[k], nb[k + 1]): k for k in range(n_new)}
+        if old_keys.get(new_key, -1) < i:  # the new part is not further on in the old text
+            j += 1
+        elif new_keys.get(old_key, -1) < j:  # the old part is not further on in the new text
+            i += 1
+        else:  # both further on: moved
+            i, j = i + 1, j + 1
+    if i0 < 0:
+        i0, j0 = i, j
+    edits.extend(_trimmed(old, new, ob[i0], len(old), nb[j0], len(new)))
+    return edits
+
+
+def _bounds(text: bytes, at: Sequence[int]) -> list[int]:
+    return [0, *(x for x in at if 0 < x < len(text)), len(text)]
+
+
+def _key(text: bytes, start: int, end: int) -> bytes:
+    """A part's identity for matching: its resource's URN (its first string), or its
+    position when it has none."""
+    if text.startswith(_BOUNDARY, start):
+        close = text.find(b'"', start + len(_BOUNDARY), end)
+        if close != -1:
+            return text[start:close]
+    return b"@%d" % start
+
+
+def _trimmed(old: bytes, new: bytes, a: int, b: int, c: int, d: int) -> list[TextEdit]:
+    """The edit of old[a:b] into new[c:d], without the bytes both begin and end with."""
+    if b - a == d - c and new.startswith(memoryview(old)[a:b], c):
+        return []
+    o, n = old[a:b], new[c:d]
+    prefix = _common_prefix(o, n)
+    suffix = _common_suffix(o, n, prefix)
+    return [TextEdit(a + prefix, b - suffix, n[prefix : len(n) - suffix])]
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

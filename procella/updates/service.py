@@ -36,12 +36,16 @@ from procella.stacks.models import StackRef, check_tags
 from procella.stacks.service import CONFLICT_MESSAGE, StackService, stack_not_found
 from procella.updates import checkpoints as cp
 from procella.updates import events as stored_events
+from procella.updates import pieces, steps
 from procella.updates.journal import JournalEntry
 from procella.updates.models import COMPLETE_STATUSES
 from procella.updates.states import States
 from procella.updates.steps import StepWriter
 
 log = logging.getLogger(__name__)
+
+# Texts larger than this are hashed in a thread, so the event loop stays free.
+OFFLOAD_HASH_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -254,24 +258,36 @@ class UpdateService:
             raise LeaseInvalid("the update's lease has expired or the update has ended")
         return expires
 
-    async def save_full(self, update: UpdateRecord, token: str, state: cp.State) -> None:
-        """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent)."""
+    async def save_full(
+        self, update: UpdateRecord, token: str, text: bytes, check: pieces.TextCheck | None
+    ) -> None:
+        """``PATCH checkpoint``: a whole deployment, no sequence number (idempotent).
+        ``check``: what the text must pass before it is stored (None: it passed already)."""
         _check_checkpointing(update)
-        digest = cp.sha256_hex(state.text)
+        digest = await _sha256(text)
         if digest == update.checkpoint_sha:
             return  # a retry, or a step that changed nothing
-        stored = await self.steps.store(update, token, state.text, digest)
+        stored = await self.steps.store(update, token, text, digest, check=check)
         metrics.STEP_BYTES.labels("whole").observe(stored)
 
     async def save_verbatim(
-        self, update: UpdateRecord, token: str, sequence: int, state: cp.State
+        self,
+        update: UpdateRecord,
+        token: str,
+        sequence: int,
+        text: bytes,
+        check: pieces.TextCheck | None,
     ) -> None:
         """``PATCH checkpointverbatim``: the exact text, numbered from 1 in each update."""
         _check_checkpointing(update)
-        digest = cp.sha256_hex(state.text)
+        digest = await _sha256(text)
+        retry = sequence == update.checkpoint_seq and digest == update.checkpoint_sha
+        if check is not None and not retry and sequence != update.checkpoint_seq + 1:
+            # Out of turn: a text that is no deployment is still a 400 before it is a 409.
+            await asyncio.to_thread(steps.check_alone, text, check)
         if self._already_saved(update, sequence, digest):
             return
-        stored = await self.steps.store(update, token, state.text, digest)
+        stored = await self.steps.store(update, token, text, digest, check=check)
         metrics.STEP_BYTES.labels("whole").observe(stored)
 
     async def save_delta(
@@ -440,6 +456,12 @@ class UpdateService:
             counts = json.loads(summary)["summaryEvent"].get("resourceChanges")
             changes = None if counts is None else json.dumps(counts)
         return changes, None if state is None else state.resource_count
+
+
+async def _sha256(text: bytes) -> str:
+    if len(text) > OFFLOAD_HASH_BYTES:
+        return await asyncio.to_thread(cp.sha256_hex, text)
+    return cp.sha256_hex(text)
 
 
 def _check_checkpointing(update: UpdateRecord) -> None:

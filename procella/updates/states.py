@@ -31,7 +31,7 @@ from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import updates as update_q
 from procella.updates import checkpoints as cp
-from procella.updates import deltas, journal
+from procella.updates import deltas, journal, pieces
 from procella.updates.journal import JournalEntry
 from procella.updates.texts import CheckpointTexts, StoredText
 
@@ -213,7 +213,7 @@ class States:
         cached = self.texts.cache.newest(record.stack_id)
         if cached is None:
             return None
-        version, seq, text = cached
+        version, seq, text, known = cached
         # Deltas after a full text apply to it; a compaction deleted those before it.
         first = record.full_seq if record.base_version is None else 0
         if version != record.version or not first <= seq < record.seq:
@@ -231,7 +231,11 @@ class States:
             return None
         if await asyncio.to_thread(cp.sha256_hex, text) != record.sha256:
             return None
-        self.texts.cache.put(record.sha256, text, record.stack_id, (record.version, record.seq))
+        if known is not None:
+            # What this replica validated of its text, moved through the steps it missed.
+            known = await asyncio.to_thread(_carry, known, chain, text)
+        position = (record.version, record.seq)
+        self.texts.cache.put(record.sha256, text, record.stack_id, position, known)
         return text
 
     async def resource_count(self, stack_id: str) -> int:
@@ -318,6 +322,12 @@ def _count_resources(text: bytes) -> int | None:
         return cp.state_of(text, strictjson.loads(text)).resource_count
     except (ValueError, RecursionError, BadRequest):
         return None
+
+
+def _carry(known: pieces.Pieces, chain: list[list[cp.TextEdit]], text: bytes) -> pieces.Pieces:
+    for edits in chain:
+        known = pieces.carry(known, edits, [])
+    return pieces.Pieces(known.level, known.spans, deltas.cuts(text))
 
 
 def _replayer(base_text: bytes) -> journal.Replayer:

@@ -6,8 +6,10 @@ step of an update, whose previous text is the version before's. Rebuilding a tex
 its full text plus the deltas since, so once those deltas outweigh the text (``chain``
 bytes), the step stores a full text instead (compaction) and the one it supersedes, with
 its deltas, is deleted at once. Work per step is O(change) in bytes written; the full text
-is hashed, never parsed: ``finish`` parses it once, at the end of the update, to count
-its resources and prove it is a deployment.
+is hashed and compared, and a whole checkpoint is parsed only where it changed
+(``procella.updates.pieces``); a delta's text is not parsed at all. ``finish`` parses the
+final text once, at the end of the update, to count its resources and prove it is a
+deployment.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from procella.metadata.base import Connection, MetadataStore, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import updates as update_q
 from procella.updates import checkpoints as cp
-from procella.updates import deltas
+from procella.updates import deltas, pieces
 from procella.updates.states import States
 
 # Compact when rebuilding would read more delta bytes than this many texts' worth; at
@@ -63,20 +65,24 @@ class StepWriter:
         text: bytes,
         digest: str,
         edits: list[cp.TextEdit] | None = None,
+        check: pieces.TextCheck | None = None,
     ) -> int:
         """Store ``text`` (hash ``digest``) as the update's next step. ``edits`` turn the
-        previous step's text into it, when the caller has them. Returns the bytes stored:
-        the encoded delta, or the full text when the step compacted."""
+        previous step's text into it, when the caller has them. ``check``: what the text
+        must pass first (``pieces.check``, in pieces where the previous text was checked
+        so on this replica); None when it passed already or is not parsed per step (a
+        delta's text: ``finish`` parses it). Returns the bytes stored: the encoded delta,
+        or the full text when the step compacted."""
         assert update.version is not None
         seq = update.checkpoint_seq + 1
-        step = await self._step(update, text, digest, seq, edits)
+        step, checked = await self._step(update, text, digest, seq, edits, check)
         async with self.meta.single_write() as conn:
             saved, superseded = await checkpoint_q.save_step(conn, update, token_hash(token), step)
             if not saved:
                 await _explain_lost_race(conn, update.id, seq, digest)
         # The stack's newest text, and where it is: the next step's previous text here, and
         # on another replica the text it catches up from (``States.load``).
-        self.texts.cache.put(digest, text, update.stack_id, (update.version, seq))
+        self.texts.cache.put(digest, text, update.stack_id, (update.version, seq), checked)
         if superseded is not None:
             await self.texts.delete(superseded)
         return step.size if step.edits is None else len(step.edits)
@@ -88,28 +94,38 @@ class StepWriter:
         digest: str,
         seq: int,
         edits: list[cp.TextEdit] | None,
-    ) -> checkpoint_q.Step:
+        check: pieces.TextCheck | None,
+    ) -> tuple[checkpoint_q.Step, pieces.Pieces | None]:
         assert update.version is not None
         base_version, chain, count = None, update.checkpoint_chain, 0
+        checked = None
         if update.checkpoint_seq == 0:
             # The first step of the update: its delta is from the version before's text.
             async with self.meta.read() as conn:
                 base = await checkpoint_q.latest(conn, update.stack_id, at_most=update.version - 1)
             if base is None:
-                return await self._full(update, text, digest, seq, 0)
+                _, checked = await asyncio.to_thread(_diff_and_check, None, text, None, check)
+                return await self._full(update, text, digest, seq, 0), checked
             prev = await self.states.load(base)
-            edits = await asyncio.to_thread(deltas.diff, prev, text)
+            edits, checked = await asyncio.to_thread(
+                _diff_and_check, prev, text, self.texts.cache.pieces(base.sha256), check
+            )
             base_version, chain, count = base.version, base.chain_bytes, base.resource_count
         elif edits is None:
+            assert update.checkpoint_sha is not None
             prev = await self.previous_text(update)
-            edits = await asyncio.to_thread(deltas.diff, prev, text)
+            edits, checked = await asyncio.to_thread(
+                _diff_and_check, prev, text, self.texts.cache.pieces(update.checkpoint_sha), check
+            )
+        assert edits is not None
         encoded = deltas.encode(edits)
         chain += len(encoded)
         if chain > max(STEP_CHAIN_RATIO * len(text), MIN_CHAIN_BYTES):
-            return await self._full(update, text, digest, seq, count)
-        return checkpoint_q.Step(
+            return await self._full(update, text, digest, seq, count), checked
+        step = checkpoint_q.Step(
             seq, digest, len(text), chain, count, edits=encoded, base_version=base_version
         )
+        return step, checked
 
     async def _full(
         self, update: UpdateRecord, text: bytes, digest: str, seq: int, count: int
@@ -140,6 +156,31 @@ class StepWriter:
             if superseded is not None:
                 await self.texts.delete(superseded)
         return Finished(state.resource_count)
+
+
+def _diff_and_check(
+    prev: bytes | None,
+    text: bytes,
+    prev_pieces: pieces.Pieces | None,
+    check: pieces.TextCheck | None,
+) -> tuple[list[cp.TextEdit] | None, pieces.Pieces | None]:
+    """The edits from ``prev`` to ``text`` (None without ``prev``), and ``text`` checked by
+    ``check`` (raises BadRequest) in pieces where ``prev_pieces`` and the edits allow."""
+    cuts = deltas.cuts(text)
+    edits = None
+    if prev is not None:
+        prev_cuts = deltas.cuts(prev) if prev_pieces is None else prev_pieces.cuts
+        edits = deltas.diff_at(prev, text, prev_cuts, cuts)
+    if check is None:
+        return edits, None
+    skeleton, checked = pieces.check(text, check.max_depth, prev_pieces, edits, cuts, check.members)
+    check.schema(skeleton)
+    return edits, checked
+
+
+def check_alone(text: bytes, check: pieces.TextCheck) -> None:
+    """``check`` on ``text`` with nothing known of a previous text (raises BadRequest)."""
+    _diff_and_check(None, text, None, check)
 
 
 async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest: str) -> None:

@@ -19,6 +19,7 @@ from tests.helpers import (
     assert_error,
     assert_ok,
     body_json,
+    compact,
     delta_between,
     sha256_hex,
     text_edit,
@@ -489,3 +490,133 @@ async def test_delta_new_text_that_is_not_unicode_is_400(api: Api, update: Updat
     await assert_error(response, 400)
     assert await api.export_bytes(S) == one
     await assert_ok(await api.verbatim(update, cli_text(2), 2), 204)
+
+
+# Whole checkpoints are checked in pieces: a step parses the resources it changed --------
+
+
+def _with_output(text: bytes, index: int, raw: bytes) -> bytes:
+    """``text`` (a cli_text) with resource ``index``'s ``value`` output spliced in raw."""
+    state = json.loads(text)
+    state["deployment"]["resources"][index]["outputs"]["value"] = 987654321
+    out = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+    return out.replace(b"987654321", raw, 1)
+
+
+BAD_VALUES = [
+    b"NaN",
+    b"-Infinity",
+    b"1e400",
+    b"9" * 400,
+    b"[1,]",
+    b'"\xff"',
+    b"[" * 300 + b"]" * 300,
+]
+
+
+@pytest.mark.parametrize("raw", BAD_VALUES)
+async def test_a_bad_changed_resource_in_a_later_verbatim_step_is_400(
+    api: Api, update: Update, raw: bytes
+) -> None:
+    """The first step is checked whole, later ones in pieces (only what changed): what the
+    whole parse refuses, the pieces refuse, and nothing is stored."""
+    one = cli_text(30)
+    two = _with_output(one, 10, b'"fine"')
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    await assert_ok(await api.verbatim(update, two, 2), 204)
+    bad = _with_output(two, 20, raw)
+    await assert_error(await api.verbatim(update, bad, 3), 400)
+    assert await api.export_bytes(S) == two
+    three = _with_output(two, 20, b'"also fine"')
+    await assert_ok(await api.verbatim(update, three, 3), 204)
+    await assert_ok(await api.complete(update), 204)
+    assert await api.export_bytes(S) == three
+
+
+@pytest.mark.parametrize("raw", BAD_VALUES)
+async def test_a_bad_changed_resource_in_a_later_full_step_is_400(
+    api: Api, update: Update, raw: bytes
+) -> None:
+    one = cli_text(30)
+    two = _with_output(one, 10, b'"fine"')
+    path = f"{update.path}/checkpoint"
+
+    def body(text: bytes) -> bytes:
+        inner = text[text.index(b'"deployment":') + len(b'"deployment":') : -1]
+        return b'{"isInvalid":false,"version":3,"deployment":' + inner + b"}"
+
+    for text in (one, two):
+        await assert_ok(
+            await api.call("PATCH", path, raw=body(text), gzip_body=True, lease=update.token), 204
+        )
+    bad = _with_output(two, 20, raw)
+    response = await api.call("PATCH", path, raw=body(bad), gzip_body=True, lease=update.token)
+    await assert_error(response, 400)
+    assert await api.export_bytes(S) == two
+
+
+async def test_a_state_at_the_depth_limit_passes_in_pieces_and_one_more_level_does_not(
+    api: Api, update: Update
+) -> None:
+    """The body holds the verbatim text one level down: the text may nest MAX_DEPTH - 1
+    deep; a resource sits at level 5 (body, wrapper, deployment, array, resource, outputs
+    is 6 for its values)."""
+    one = cli_text(5)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    levels = 256 - 1 - 5
+    fits = _with_output(one, 2, b"[" * levels + b"]" * levels)
+    await assert_ok(await api.verbatim(update, fits, 2), 204)
+    deeper = _with_output(one, 2, b"[" * (levels + 1) + b"]" * (levels + 1))
+    await assert_error(await api.verbatim(update, deeper, 3), 400)
+    # The deep resource unchanged, another one changed: still accepted.
+    again = _with_output(fits, 3, b'"x"')
+    await assert_ok(await api.verbatim(update, again, 3), 204)
+    assert await api.export_bytes(S) == again
+
+
+async def test_a_body_the_fast_reading_misreads_is_read_whole(api: Api, update: Update) -> None:
+    """A body that ends like the CLI's but has a member after the deployment: the fast
+    reading takes too much as the deployment, which does not parse; the whole parse then
+    finds the real one."""
+    deployment = compact(untyped(3)["deployment"])
+    raw = b'{"isInvalid":false,"version":3,"deployment":' + deployment + b',"extra":{}}'
+    response = await api.call(
+        "PATCH", f"{update.path}/checkpoint", raw=raw, gzip_body=True, lease=update.token
+    )
+    await assert_ok(response, 204)
+    assert await api.export_bytes(S) == b'{"version":3,"deployment":' + deployment + b"}"
+
+
+async def test_a_duplicate_deployment_member_keeps_the_last_as_before(
+    api: Api, update: Update
+) -> None:
+    first, last = compact(untyped(1)["deployment"]), compact(untyped(2)["deployment"])
+    raw = b'{"version":3,"deployment":' + first + b',"deployment":' + last + b"}"
+    response = await api.call(
+        "PATCH", f"{update.path}/checkpoint", raw=raw, gzip_body=True, lease=update.token
+    )
+    await assert_ok(response, 204)
+    assert await api.export_bytes(S) == b'{"version":3,"deployment":' + last + b"}"
+
+
+async def test_verbatim_whose_skeleton_is_no_deployment_is_400(api: Api, update: Update) -> None:
+    one = cli_text(5)
+    await assert_ok(await api.verbatim(update, one, 1), 204)
+    for bad in (
+        one.replace(b'{"version":3,', b'{"version":9,', 1),
+        one.replace(b'{"version":3,', b'{"version":3,"features":["nope"],', 1),
+        one.replace(b'{"version":3,"deployment":{', b'{"version":3,"deployment":[{', 1)[:-1]
+        + b"]}",
+    ):
+        await assert_error(await api.verbatim(update, bad, 2), 400)
+    assert await api.export_bytes(S) == one
+
+
+async def test_an_out_of_turn_verbatim_that_is_no_deployment_is_400_before_409(
+    api: Api, update: Update
+) -> None:
+    """As when the text was parsed before the sequence number was looked at."""
+    await assert_ok(await api.verbatim(update, cli_text(1), 1), 204)
+    bad = cli_text(2).replace(b'{"version":3,', b'{"version":9,', 1)
+    await assert_error(await api.verbatim(update, bad, 5, version=9), 400)
+    await assert_error(await api.verbatim(update, cli_text(2), 5), 409)

@@ -20,6 +20,7 @@ from procella.workers.gc import BLOB_PREFIX
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
+    assert_error,
     assert_ok,
     compact,
     delta_between,
@@ -210,3 +211,45 @@ async def test_insertions_at_one_offset_rebuild_in_the_order_they_were_sent(
         await assert_ok(await api.complete(update), 204)
     async with replica(settings) as (_, fresh):
         assert await fresh.export_bytes(S) == second
+
+
+async def test_whole_steps_on_alternating_replicas_parse_what_changed(
+    settings: Settings, monkeypatch: Any
+) -> None:
+    """Behind a load balancer, consecutive whole checkpoints land on different replicas. A
+    replica that catches up by the deltas it missed keeps what it had checked of its own
+    older text, so it parses only the resources changed since; and it refuses what a
+    whole parse refuses."""
+    from procella import strictjson
+
+    parsed: list[int] = []
+    real = strictjson.DECODER.decode
+
+    def counting(text: str) -> Any:
+        parsed.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(strictjson.DECODER, "decode", counting)
+    sizes = {f"r{i:03d}": 1000 for i in range(100)}
+    texts = []
+    for step in range(5):  # each step grows one more resource
+        sizes = {**sizes, f"r{step:03d}": 1001}
+        texts.append(state(sizes, step))
+    async with replica(settings) as (_, a), replica(settings) as (_, b):
+        await a.new_stack(S)
+        update = await a.started(S)
+        await assert_ok(await a.verbatim(update, texts[0], 1), 204)  # parsed in pieces
+        await assert_ok(await a.verbatim(update, texts[1], 2), 204)
+        await assert_ok(await b.verbatim(update, texts[2], 3), 204)  # b knew nothing
+        parsed.clear()
+        await assert_ok(await a.verbatim(update, texts[3], 4), 204)
+        # Step 3's change and step 4's, not the hundred resources.
+        assert 1 <= len(parsed) <= 2, len(parsed)
+        bad = texts[4].replace(b'"fill":"r', b'"fill":NaN,"x":"r', 1)
+        assert bad != texts[4]
+        await assert_error(await a.verbatim(update, bad, 5), 400)
+        await assert_error(await b.verbatim(update, bad, 5), 400)
+        await assert_ok(await b.verbatim(update, texts[4], 5), 204)
+        await assert_ok(await a.complete(update), 204)
+    async with replica(settings) as (_, fresh):
+        assert await fresh.export_bytes(S) == texts[4]

@@ -209,3 +209,30 @@ def test_parse_text_edits_takes_text_edits_and_refuses_the_rest(value: Any) -> N
         assert edit.end == item["Span"]["end"]["offset"]
         assert edit.new_text == item["NewText"].encode()
         assert type(edit.start) is int and type(edit.end) is int
+
+
+@st.composite
+def cut_sets(draw: st.DrawFn, text: bytes) -> list[int]:
+    """Resource cuts, or any increasing offsets (``diff_at`` is right with any)."""
+    if draw(st.booleans()):
+        return deltas.cuts(text)
+    return sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=8))))
+
+
+@given(state_chains(), st.data())
+def test_diff_at_of_a_to_b_applied_to_a_is_b(texts: list[bytes], data: st.DataObject) -> None:
+    a, b = texts[0], texts[1]
+    edits = deltas.diff_at(a, b, data.draw(cut_sets(a)), data.draw(cut_sets(b)))
+    assert deltas.apply_chain(a, [edits]) == b
+    assert apply_text_edits(a, edits) == b
+    assert sum(len(e.new_text) for e in edits) <= len(b)
+    if a == b:
+        assert edits == []
+
+
+@given(state_chains())
+def test_diff_at_deltas_chain(texts: list[bytes]) -> None:
+    chain = [
+        deltas.diff_at(a, b, deltas.cuts(a), deltas.cuts(b)) for a, b in itertools.pairwise(texts)
+    ]
+    assert deltas.apply_chain(texts[0], chain) == texts[-1]

@@ -12,6 +12,7 @@ import pytest
 from procella.api import body
 from procella.api.body import (
     MAX_GZIP_MEMBERS,
+    checkpoint_members,
     field,
     gunzip,
     parse_json,
@@ -338,3 +339,38 @@ def test_require_object() -> None:
     for value in (None, [], "x", 1):
         with pytest.raises(BadRequest):
             require_object(value)
+
+
+# checkpoint_members ---------------------------------------------------------------------
+
+
+def test_checkpoint_members_reads_the_cli_layouts_without_parsing_the_value() -> None:
+    value = b'{"manifest":{},"resources":[{"urn":"a"}]}'
+    full = checkpoint_members(
+        b'{"isInvalid":false,"version":3,"deployment":' + value + b"}", "deployment"
+    )
+    assert full is not None
+    assert full[0] == {"isInvalid": False, "version": 3, "deployment": None}
+    assert bytes(full[1]) == value
+    verbatim = checkpoint_members(
+        b'{"version":3,"untypedDeployment":' + value + b',"sequenceNumber":12}', "untypedDeployment"
+    )
+    assert verbatim is not None
+    assert verbatim[0] == {"version": 3, "untypedDeployment": None, "sequenceNumber": 12}
+    assert bytes(verbatim[1]) == value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"version":3,"deployment":{}} ',  # trailing space: not the CLI's layout
+        b'{"version":3, "deployment":{}}',
+        b'{"version":3,"deployment":[]}',
+        b'{"version":3,"deployment":{},"x":1}',
+        b'{"version":NaN,"deployment":{}}',  # the rest of the body must parse strictly
+        b'{"a":"\\"deployment\\":{}}',  # the name inside a string
+        b'["deployment":{}}',
+    ],
+)
+def test_checkpoint_members_leaves_other_bodies_to_the_whole_parse(raw: bytes) -> None:
+    assert checkpoint_members(raw, "deployment") is None

@@ -27,3 +27,18 @@ def test_the_least_recently_used_text_goes_first_when_full() -> None:
     assert cache.get("a") == b"aaaa" and cache.get("c") == b"cccc"
     cache.put("big", b"x" * 11, "s4")  # larger than the whole cache: not kept
     assert cache.get("big") is None and cache.get("a") == b"aaaa"
+
+
+def test_how_a_text_was_checked_counts_in_the_budget_and_goes_with_it() -> None:
+    from procella.updates.pieces import Pieces
+
+    known = Pieces(3, {i: (i + 1, 1) for i in range(10)}, list(range(10)))
+    cache = CheckpointCache(max_bytes=1000 + known.cost)
+    cache.put("a", b"x" * 1000, "s1", (1, 1), known)
+    assert cache.pieces("a") is known
+    cache.put("b", b"y" * 10, "s2")  # over budget: the oldest text goes, with its pieces
+    assert cache.get("a") is None and cache.pieces("a") is None
+    assert cache.get("b") == b"y" * 10
+    cache.put("c", b"z" * 10, "s2", (1, 2), Pieces(3, {}, []))
+    assert cache.get("b") is None  # s2's newest replaced its older text
+    assert cache.pieces("c") is not None
