@@ -9,14 +9,11 @@ to, as ``token.create`` / ``token.revoke``, since each of those org admins can s
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
-
 from procella import audit
-from procella.auth.models import Principal, new_api_token, token_hash
-from procella.auth.service import AuthService, IssuedToken
-from procella.errors import AlreadyExists, BadRequest, Forbidden, NotFound
-from procella.metadata.base import Connection, UniqueViolation
+from procella.auth.models import Principal, new_api_token
+from procella.auth.service import AuthService, IssuedToken, expiry, store_token, until
+from procella.errors import BadRequest, Forbidden, NotFound
+from procella.metadata.base import Connection
 from procella.metadata.queries import auth as auth_q
 
 MAX_NAME = 100
@@ -39,28 +36,23 @@ class OwnTokens:
         name = name.strip()
         if not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
             raise BadRequest(f"a token's name must be 1-{MAX_NAME} printable characters")
-        if expires_in is not None and expires_in <= 0:
-            raise BadRequest("a token's expiry must be in the future")
         token = new_api_token()
-        expires_at = None if expires_in is None else int((time.time() + expires_in) * 1000)
+        expires_at = expiry(expires_in)
         async with self.meta.transaction() as conn:
-            try:
-                token_id = await auth_q.insert_token(
-                    conn,
-                    principal.user_id,
-                    name,
-                    token_hash(token),
-                    description=description[: MAX_NAME * 2],
-                    expires_at=expires_at,
-                )
-            except UniqueViolation:
-                raise AlreadyExists(f"you already have a token named {name!r}") from None
-            until = "" if expires_at is None else f", expires {_iso(expires_at)}"
+            token_id = await store_token(
+                conn,
+                principal.user_id,
+                name,
+                token,
+                f"you already have a token named {name!r}",
+                description=description[: MAX_NAME * 2],
+                expires_at=expires_at,
+            )
             await self._record(
                 conn,
                 principal,
                 audit.TOKEN_CREATE,
-                f"created token {name!r} for {principal.login} in the console{until}",
+                f"created token {name!r} for {principal.login} in the console" + until(expires_at),
             )
         return IssuedToken(token_id, token, expires_at)
 
@@ -97,7 +89,3 @@ def _refuse_team(principal: Principal) -> None:
             "a team token has no tokens of its own: an admin of "
             f"'{principal.team.org}' manages team {principal.team.name}'s tokens"
         )
-
-
-def _iso(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from procella import audit
 from procella.auth.models import Grant, Principal, Role, TeamRef, new_api_token, token_hash
@@ -134,7 +135,7 @@ class AuthService:
         check_org_name(org)
         if login.startswith(team_q.TOKEN_LOGIN_PREFIX):
             raise BadRequest(f"logins starting with {team_q.TOKEN_LOGIN_PREFIX!r} name team tokens")
-        expires_at = _expiry(expires_in)
+        expires_at = expiry(expires_in)
         token = new_api_token()
         async with self.meta.transaction() as conn:
             org_id = await auth_q.ensure_org(conn, org)
@@ -146,26 +147,23 @@ class AuthService:
                 held = role.name.lower()
             user_id = await auth_q.ensure_user(conn, login)
             await auth_q.set_membership(conn, user_id, org_id, held)
-            try:
-                token_id = await auth_q.insert_token(
-                    conn,
-                    user_id,
-                    name,
-                    token_hash(token),
-                    description=description,
-                    expires_at=expires_at,
-                    oidc_issuer_id=oidc_issuer_id,
-                )
-            except UniqueViolation:
-                raise AlreadyExists(f"{login} already has a token named {name!r}") from None
-            until = "" if expires_at is None else f", expires {_iso(expires_at)}"
+            token_id = await store_token(
+                conn,
+                user_id,
+                name,
+                token,
+                f"{login} already has a token named {name!r}",
+                description=description,
+                expires_at=expires_at,
+                oidc_issuer_id=oidc_issuer_id,
+            )
             await audit.record(
                 conn,
                 org_id,
                 actor,
                 audit.TOKEN_CREATE,
                 login,
-                f"created token {name!r} for {login} ({held} in {org}{until})",
+                f"created token {name!r} for {login} ({held} in {org}{until(expires_at)})",
             )
         self.cache.clear()  # the user's role may have changed: here at once, elsewhere in ttl
         return IssuedToken(token_id, token, expires_at)
@@ -187,34 +185,31 @@ class AuthService:
         subject), or None for the server itself (its command line). The secret is in the
         answer only. Token names are unique per team: a taken one is AlreadyExists."""
         check_org_name(org)
-        expires_at = _expiry(expires_in)
+        expires_at = expiry(expires_in)
         token = new_api_token()
         async with self.meta.transaction() as conn:
             found = await team_q.get(conn, org, team)
             if found is None:
                 raise NotFound(f"team '{team}' not found in '{org}'")
             user_id = await auth_q.ensure_user(conn, team_q.token_login(org, team))
-            try:
-                token_id = await auth_q.insert_token(
-                    conn,
-                    user_id,
-                    name,
-                    token_hash(token),
-                    description=description,
-                    expires_at=expires_at,
-                    team_id=found.id,
-                    oidc_issuer_id=oidc_issuer_id,
-                )
-            except UniqueViolation:
-                raise AlreadyExists(f"team {team} already has a token named {name!r}") from None
-            until = "" if expires_at is None else f", expires {_iso(expires_at)}"
+            token_id = await store_token(
+                conn,
+                user_id,
+                name,
+                token,
+                f"team {team} already has a token named {name!r}",
+                description=description,
+                expires_at=expires_at,
+                team_id=found.id,
+                oidc_issuer_id=oidc_issuer_id,
+            )
             await audit.record(
                 conn,
                 found.org_id,
                 actor,
                 audit.TOKEN_CREATE,
                 f"team:{team}",
-                f"created token {name!r} for team {team}{until}",
+                f"created token {name!r} for team {team}{until(expires_at)}",
             )
         return IssuedToken(token_id, token, expires_at)
 
@@ -287,7 +282,28 @@ async def _principal(conn: Connection, record: PrincipalRecord) -> Principal:
     )
 
 
-def _expiry(expires_in: float | None) -> int | None:
+async def store_token(
+    conn: Connection,
+    user_id: str,
+    name: str,
+    token: str,
+    taken: str,
+    **fields: Any,
+) -> str:
+    """Store ``token`` (its hash) for the user; its id. ``fields`` go to
+    ``auth_q.insert_token``; a name the user has already is AlreadyExists(``taken``)."""
+    try:
+        return await auth_q.insert_token(conn, user_id, name, token_hash(token), **fields)
+    except UniqueViolation:
+        raise AlreadyExists(taken) from None
+
+
+def until(expires_at: int | None) -> str:
+    """ ", expires <when>" for an audit description, or nothing for a token for good."""
+    return "" if expires_at is None else f", expires {_iso(expires_at)}"
+
+
+def expiry(expires_in: float | None) -> int | None:
     """The epoch ms a token lifetime of ``expires_in`` seconds ends at (None: never)."""
     if expires_in is None:
         return None
