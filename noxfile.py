@@ -19,6 +19,13 @@ def install_project(session: nox.Session, *extras: str) -> None:
     session.install("-e", spec)
 
 
+def install_e2e(session: nox.Session) -> None:
+    install_project(session, "test")
+    # The console's browser tests (e2e/test_console.py) drive Debian's chromium with
+    # Playwright; `playwright install` is never run (it downloads browsers from a CDN).
+    session.install("playwright>=1.48")
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy."""
@@ -51,10 +58,7 @@ def e2e(session: nox.Session) -> None:
     """The real pulumi CLI against `procella serve` on the embedded default, in every
     checkpoint mode (the CLI is built once per machine and cached), and the web console in
     headless Chromium; then the same with the older pinned CLI, as a compatibility check."""
-    install_project(session, "test")
-    # The console's browser tests (e2e/test_console.py) drive Debian's chromium with
-    # Playwright; `playwright install` is never run (it downloads browsers from a CDN).
-    session.install("playwright>=1.48")
+    install_e2e(session)
     session.run("pytest", "e2e", "-n", "2", *session.posargs)
     session.run(
         "pytest", "e2e", "-n", "2", *session.posargs, env={"PROCELLA_E2E_CLI_VERSION": "3.259.0"}
@@ -64,7 +68,7 @@ def e2e(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def e2e_cluster(session: nox.Session) -> None:
     """The same suite through Caddy against three replicas on PostgreSQL + S3 (default CLI)."""
-    install_project(session, "test")
+    install_e2e(session)
     session.run(
         "pytest", "e2e", "-n", "2", *session.posargs, env={"PROCELLA_E2E_TOPOLOGY": "cluster"}
     )
