@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from procella.auth.models import PERMISSIONS, Role, permission_name
+from procella.auth.service import iso
 from procella.auth.teams import Target
 from procella.errors import ConfigurationError, ProcellaError
 from procella.settings import Settings, markdown_table
@@ -202,9 +203,7 @@ def _duration_seconds(text: str) -> float:
 
 
 def _iso_ms(epoch_ms: int | None) -> str:
-    if epoch_ms is None:
-        return "-"
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")
+    return "-" if epoch_ms is None else iso(epoch_ms)
 
 
 @main.group()

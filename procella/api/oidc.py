@@ -9,7 +9,6 @@ CLI prints after "OIDC token exchange failed:".
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +19,7 @@ from procella.api.body import field, read_body, read_json, require_object
 from procella.api.context import services
 from procella.api.responses import json_response, no_content
 from procella.auth import oidc
+from procella.auth.service import iso
 from procella.errors import BadRequest
 from procella.metadata.queries.oidc import IssuerRow
 
@@ -131,8 +131,8 @@ def issuer_json(row: IssuerRow) -> dict[str, Any]:
         "url": row.url,
         "audiences": row.audiences,
         "maxExpiration": row.max_expiration_s,
-        "created": _iso(row.created_at),
-        "modified": _iso(row.modified_at),
+        "created": iso(row.created_at),
+        "modified": iso(row.modified_at),
     }
 
 
@@ -140,11 +140,7 @@ def policies_json(row: IssuerRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "version": row.policy_version,
-        "created": _iso(row.created_at),
-        "modified": _iso(row.modified_at),
+        "created": iso(row.created_at),
+        "modified": iso(row.modified_at),
         "policies": row.policies,
     }
-
-
-def _iso(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")

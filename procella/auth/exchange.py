@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from procella import audit
 from procella.auth import oidc
 from procella.auth.jwks import IssuerUnavailable, JwksCache, check_issuer_url
 from procella.auth.models import Principal, Role
-from procella.auth.service import AuthService, IssuedToken
+from procella.auth.service import AuthService
 from procella.errors import AlreadyExists, BadRequest, Conflict, NotFound, ProcellaError
 from procella.metadata.base import MetadataStore, UniqueViolation
 from procella.metadata.queries import auth as auth_q
@@ -213,43 +212,25 @@ class OidcService:
         subject = str(claims.get("sub"))[:200]
         name = f"oidc-{issuer.name}-{secrets.token_hex(4)}"
         description = f"OIDC {issuer.name}: {subject}"[:200]
-        actor = audit.OidcSubject(issuer.name, subject)
-        if request.token_type == "team":
-            issued = await self._mint_guarded(
-                self.auth.create_team_token(
-                    request.org,
-                    policy.team,
-                    name,
-                    description=description,
-                    expires_in=seconds,
-                    actor=actor,
-                    oidc_issuer_id=issuer.id,
+        fields: dict[str, Any] = {
+            "description": description,
+            "expires_in": seconds,
+            "actor": audit.OidcSubject(issuer.name, subject),
+            "oidc_issuer_id": issuer.id,
+        }
+        try:  # a refusal while minting (no such team or member) is the exchange's refusal
+            if request.token_type == "team":
+                issued = await self.auth.create_team_token(request.org, policy.team, name, **fields)
+            elif request.token_type == "personal":
+                issued = await self.auth.create_token(
+                    request.org, None, policy.user, name, **fields
                 )
-            )
-            return issued.token
-        if request.token_type == "personal":
-            login, role = policy.user, None
-        else:
-            assert policy.role is not None
-            login, role = f"{request.org}-{policy.role.name.lower()}", policy.role
-        issued = await self._mint_guarded(
-            self.auth.create_token(
-                request.org,
-                role,
-                login,
-                name,
-                description=description,
-                expires_in=seconds,
-                actor=actor,
-                oidc_issuer_id=issuer.id,
-            )
-        )
-        return issued.token
-
-    @staticmethod
-    async def _mint_guarded(minting: Awaitable[IssuedToken]) -> IssuedToken:
-        """A refusal while minting (no such team or member) is the exchange's refusal."""
-        try:
-            return await minting
+            else:
+                assert policy.role is not None
+                login = f"{request.org}-{policy.role.name.lower()}"
+                issued = await self.auth.create_token(
+                    request.org, policy.role, login, name, **fields
+                )
         except ProcellaError as exc:
             raise oidc.invalid_grant(exc.message) from None
+        return issued.token

@@ -300,7 +300,7 @@ async def store_token(
 
 def until(expires_at: int | None) -> str:
     """ ", expires <when>" for an audit description, or nothing for a token for good."""
-    return "" if expires_at is None else f", expires {_iso(expires_at)}"
+    return "" if expires_at is None else f", expires {iso(expires_at)}"
 
 
 def expiry(expires_in: float | None) -> int | None:
@@ -312,5 +312,6 @@ def expiry(expires_in: float | None) -> int | None:
     return int((time.time() + expires_in) * 1000)
 
 
-def _iso(epoch_ms: int) -> str:
+def iso(epoch_ms: int) -> str:
+    """An epoch-ms time as ISO 8601, to the second, in UTC."""
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")
