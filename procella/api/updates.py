@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeGuard, TypeVar
 
 from quart import Response, request
@@ -153,17 +154,24 @@ async def patch_checkpoint(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
     update, token = await _lease_holder(org, project, stack, update_id)
+    await _save_checkpoint("deployment", functools.partial(_save_full, update, token))
+    return no_content()
+
+
+async def _save_checkpoint(member: str, save: Callable[..., Awaitable[None]]) -> None:
+    """``save(values, raw member, checked=...)`` a checkpoint body: read without parsing
+    ``member`` (its text is checked in pieces while saved), or, if that reading refuses
+    it, parsed whole, which decides."""
     data = await read_body(_max_inflated())
-    fast = await _offloaded(checkpoint_members, data, "deployment")
+    fast = await _offloaded(checkpoint_members, data, member)
     if fast is not None:
         try:
-            await _save_full(update, token, *fast, checked=False)
-            return no_content()
+            await save(*fast, checked=False)
+            return
         except pieces.InvalidText:
             pass  # perhaps another reading of the body: the whole parse decides
     values, raw = await _offloaded(_whole_members, data)
-    await _save_full(update, token, values, raw.get("deployment", b""), checked=True)
-    return no_content()
+    await save(values, raw.get(member, b""), checked=True)
 
 
 async def _save_full(
@@ -199,18 +207,7 @@ async def patch_checkpoint_verbatim(
     org: str, project: str, stack: str, kind: str, update_id: str
 ) -> Response:
     update, token = await _lease_holder(org, project, stack, update_id)
-    data = await read_body(_max_inflated())
-    fast = await _offloaded(checkpoint_members, data, "untypedDeployment")
-    if fast is not None:
-        try:
-            await _save_verbatim(update, token, *fast, checked=False)
-            return no_content()
-        except pieces.InvalidText:
-            pass
-    values, raw = await _offloaded(_whole_members, data)
-    if "untypedDeployment" not in values:
-        raise BadRequest("missing field 'untypedDeployment'")
-    await _save_verbatim(update, token, values, raw["untypedDeployment"], checked=True)
+    await _save_checkpoint("untypedDeployment", functools.partial(_save_verbatim, update, token))
     return no_content()
 
 
@@ -222,6 +219,8 @@ async def _save_verbatim(
     *,
     checked: bool,
 ) -> None:
+    if checked and "untypedDeployment" not in values:
+        raise BadRequest("missing field 'untypedDeployment'")
     version = field(values, "version", int)
     sequence = _sequence_number(values)
 
