@@ -8,6 +8,7 @@ replayer.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tests.helpers import (
     expire_lease,
     journal_entry,
     resource_state,
+    started_app,
     untyped,
 )
 
@@ -33,6 +35,14 @@ S = f"{DEFAULT_ORG}/proj/dev"
 BEGIN, SUCCESS, FAILURE, SECRETS = 0, 1, 2, 6
 STACK_URN = "urn:pulumi:dev::proj::pulumi:pulumi:Stack::proj-dev"
 SECRETS_PROVIDER = {"type": "service", "state": {"owner": DEFAULT_ORG, "stack": "dev"}}
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[quart_typing.TestAppProtocol]:
+    """The app once its own first GC cycle is over: tests here run the GC themselves and
+    count what it collected, which a late first cycle of the app's would take first."""
+    async with started_app(settings) as test_app:
+        yield test_app
 
 
 def stack_state() -> dict[str, Any]:
