@@ -395,6 +395,11 @@ class ServerError(RuntimeError):
 MODES = ("journal", "delta", "full")
 
 
+# How long each server keeps an OIDC issuer's keys: short, so that the test of a retired key
+# can wait until no replica still holds it.
+OIDC_JWKS_CACHE_SECONDS = 3
+
+
 class ProcellaServer:
     """``procella serve`` on 127.0.0.1 with the embedded default store in ``data_dir``."""
 
@@ -435,6 +440,7 @@ class ProcellaServer:
                 "PROCELLA_SHUTDOWN_TIMEOUT_SECONDS": "5",
                 # The OIDC tests' issuer (tests/oidc_issuer.py) listens on 127.0.0.1.
                 "PROCELLA_OIDC_ALLOW_PRIVATE_ISSUERS": "true",
+                "PROCELLA_OIDC_JWKS_CACHE_SECONDS": str(OIDC_JWKS_CACHE_SECONDS),
                 "PROCELLA_LOG_LEVEL": os.environ.get("PROCELLA_E2E_LOG_LEVEL", "INFO"),
             }
         )

@@ -202,7 +202,8 @@ class Settings:
     oidc_jwks_cache_seconds: float = _setting(
         300.0,
         "How long a replica reuses an OIDC issuer's discovery document and keys. A token "
-        "signed with a key it does not know makes it fetch them again (at most once a second).",
+        "signed with a key it does not know makes it fetch them again (at most once a second); "
+        "a key the issuer retires is refused by every replica within this time.",
     )
     oidc_max_expiration_seconds: int = _setting(
         86400,

@@ -65,6 +65,9 @@ class ObserveRequests:
             message = await receive()
             if message["type"] == "http.request":
                 exchange.bytes_in += len(message.get("body", b""))
+            elif message["type"] == "http.disconnect":
+                # Quart cancels the handler and returns without an answer: a hang-up too.
+                exchange.cancelled = True
             return message
 
         async def tagging_send(message: Message) -> None:

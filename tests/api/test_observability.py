@@ -21,6 +21,7 @@ from procella import create_app, logs
 from procella.settings import Settings
 from procella.workers.supervisor import Supervisor
 from tests.helpers import (
+    ADMIN_TOKEN,
     DEFAULT_ORG,
     Api,
     assert_ok,
@@ -169,6 +170,51 @@ async def test_access_line_fields(api: Api, caplog: pytest.LogCaptureFixture) ->
     renewed = renew_line.fields  # type: ignore[attr-defined]
     assert renewed["update_id"] == update.id and renewed["login"] == "admin"
     assert renewed["bytes_in"] > 0
+
+
+async def test_a_client_that_hangs_up_is_logged_as_499_not_500(
+    app: quart_typing.TestAppProtocol, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Half a body, then the connection closes: Quart cancels the handler and returns without
+    # an answer, which is the client's doing, not a server error.
+    body = b'{"stackName": "dev"}'
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"/api/stacks/{DEFAULT_ORG}/proj-hangup",
+        "raw_path": f"/api/stacks/{DEFAULT_ORG}/proj-hangup".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"token {ADMIN_TOKEN}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    messages = [
+        {"type": "http.request", "body": body[:5], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    caplog.set_level(logging.INFO, logger="procella")
+    caplog.clear()
+    await app.app(scope, receive, send)  # type: ignore[attr-defined]
+    assert not [m for m in sent if m["type"] == "http.response.start"]
+    [line] = access_lines(caplog)
+    assert line.fields["status"] == 499  # type: ignore[attr-defined]
+    assert line.levelno == logging.INFO
 
 
 async def test_probes_log_at_debug(
