@@ -7,7 +7,8 @@
   test runs against ``journal`` (the CLI sends journal entries, no checkpoints), ``delta``
   (journaling off; delta checkpoints with cutoff 0: the CLI sends ``checkpointdelta`` from
   the second checkpoint of every update on) and ``full`` (journaling off; the whole
-  deployment on every ``PATCH .../checkpoint``).
+  deployment on every ``PATCH .../checkpoint``). PROCELLA_E2E_MODES narrows that (nox's
+  compatibility run of the older CLI uses ``journal`` alone).
 * ``pulumi``: the CLI logged in to that server as the site admin, with a fresh PULUMI_HOME.
 * ``names``: an org, project and stack names no other test uses (tests share a server).
 
@@ -43,6 +44,10 @@ if CLI_VERSION not in pulumi_toolchain.CLI_VERSIONS:
         f"PROCELLA_E2E_CLI_VERSION is {CLI_VERSION!r}; the pinned pulumi CLI versions are "
         + ", ".join(pulumi_toolchain.CLI_VERSIONS)
     )
+# PROCELLA_E2E_MODES: the server modes to run, comma-separated (default: all three).
+SERVER_MODES = sorted(os.environ.get("PROCELLA_E2E_MODES", ",".join(MODES)).split(","))
+if not SERVER_MODES or not set(SERVER_MODES) <= set(MODES):
+    raise RuntimeError(f"PROCELLA_E2E_MODES must name some of {', '.join(MODES)}")
 # Only the cluster has replicas to kill. The console's browser tests check pages, which read
 # the same services whatever the CLI: they run with the default pin (CI time), not again
 # in the compatibility run.
@@ -59,9 +64,14 @@ def pytest_report_header() -> str:
     return f"pulumi CLI: v{CLI_VERSION}"
 
 
+# Started first, so that the two workers do not wait for one of them at the end.
+SLOWEST_FIRST = ("test_large.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)  # stable: order kept
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +82,7 @@ def toolchain() -> Path:
         pytest.fail(f"cannot build the pulumi toolchain: {exc}", pytrace=False)
 
 
-@pytest.fixture(scope="session", params=sorted(MODES), ids=str)
+@pytest.fixture(scope="session", params=SERVER_MODES, ids=str)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcellaServer | Cluster]:

@@ -62,15 +62,15 @@ def test_gunzip_bomb_stops_early() -> None:
 
 @pytest.fixture
 def inflaters(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts the zlib inflaters gunzip creates (each one is real)."""
+    """Counts the zlib-ng inflaters gunzip creates (each one is real)."""
     created = [0]
-    real = zlib.decompressobj
+    real = body.zlib_ng.decompressobj
 
     def counting(*args: object, **kwargs: object) -> object:
         created[0] += 1
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(body.zlib, "decompressobj", counting)
+    monkeypatch.setattr(body.zlib_ng, "decompressobj", counting)
     yield created
 
 
