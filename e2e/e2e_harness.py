@@ -395,8 +395,9 @@ class ServerError(RuntimeError):
 MODES = ("journal", "delta", "full")
 
 
-# How long each server keeps an OIDC issuer's keys: short, so that the test of a retired key
-# can wait until no replica still holds it.
+# How long each server reuses what it read of a token, and an OIDC issuer's keys: the tests
+# of a revoked token and of a retired key wait these out, until no replica still holds them.
+AUTH_CACHE_SECONDS = 5
 OIDC_JWKS_CACHE_SECONDS = 3
 
 
@@ -440,6 +441,7 @@ class ProcellaServer:
                 "PROCELLA_SHUTDOWN_TIMEOUT_SECONDS": "5",
                 # The OIDC tests' issuer (tests/oidc_issuer.py) listens on 127.0.0.1.
                 "PROCELLA_OIDC_ALLOW_PRIVATE_ISSUERS": "true",
+                "PROCELLA_AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS),
                 "PROCELLA_OIDC_JWKS_CACHE_SECONDS": str(OIDC_JWKS_CACHE_SECONDS),
                 "PROCELLA_LOG_LEVEL": os.environ.get("PROCELLA_E2E_LOG_LEVEL", "INFO"),
             }

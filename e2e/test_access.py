@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cluster import Cluster
 from e2e_harness import (
+    AUTH_CACHE_SECONDS,
     Names,
     ProcellaServer,
     PulumiCLI,
@@ -22,8 +23,6 @@ from e2e_harness import (
     poll,
     resources,
 )
-
-from procella.settings import Settings
 
 
 def expect_denied(result: Result, *, hidden: bool = False) -> None:
@@ -110,10 +109,6 @@ def test_member_of_another_org_cannot_see_the_stack(
     assert [row["name"] for row in own] == [f"{other_org}/{names.project}/dev"]
 
 
-# The servers' PROCELLA_AUTH_CACHE_SECONDS: the default (the harness does not set it).
-AUTH_CACHE_SECONDS = Settings().auth_cache_seconds
-
-
 def test_a_revoked_token_is_refused(
     server: ProcellaServer | Cluster,
     names: Names,
@@ -121,7 +116,7 @@ def test_a_revoked_token_is_refused(
     other_cli: Callable[[str], PulumiCLI],
 ) -> None:
     # `procella token list` finds the token's id; `procella token revoke` ends it. Every
-    # replica refuses it within PROCELLA_AUTH_CACHE_SECONDS (5 s by default).
+    # replica refuses it within PROCELLA_AUTH_CACHE_SECONDS (set by the harness).
     login = f"ci-{names.org}"
     cli = other_cli(server.create_token(names.org, "member", login))
     cli.ok("stack", "ls", "-a")  # `whoami` may answer from the CLI's own cache

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cluster import Cluster
 from e2e_harness import (
+    AUTH_CACHE_SECONDS,
     OIDC_JWKS_CACHE_SECONDS,
     Names,
     ProcellaServer,
@@ -22,7 +23,6 @@ from e2e_harness import (
     make_project,
 )
 
-from procella.settings import Settings
 from tests.oidc_issuer import OidcIssuer, SigningKey, running_issuer
 
 CLAIMS = {
@@ -173,7 +173,7 @@ def test_key_rotation_and_revocation(
     status, _ = server.api("DELETE", f"/api/orgs/{names.org}/oidc/issuers/{issuer_id}")
     assert status == 204
     # Other replicas may have the token cached: PROCELLA_AUTH_CACHE_SECONDS at most.
-    time.sleep(Settings().auth_cache_seconds + 1)
+    time.sleep(AUTH_CACHE_SECONDS + 1)
     expect_fail(ci.run("stack", "ls", "--all"), "logging in")
     expect_fail(ci.run("stack", "ls", "--all"), "logging in")  # likely another replica
     refused(
