@@ -44,11 +44,12 @@ def test_entrypoint_healthcheck_and_configuration(repo: Path) -> None:
     assert 'ENTRYPOINT ["procella"]' in final
     assert 'CMD ["serve"]' in final
     assert "HEALTHCHECK" in final
-    # Configuration only through PROCELLA_*; the rest is Python's own runtime switches.
+    # Configuration only through PROCELLA_*; the rest is Python's own runtime switches and
+    # PATH, which puts the server's venv first.
     names = re.findall(r"^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]*)=", final, re.MULTILINE)
     assert names, "expected ENV lines in the final stage"
     for name in names:
-        assert name.startswith(("PROCELLA_", "PYTHON", "PIP_")), name
+        assert name == "PATH" or name.startswith(("PROCELLA_", "PYTHON", "PIP_")), name
 
 
 def test_dockerignore_lets_every_copied_path_through(repo: Path) -> None:
