@@ -126,6 +126,10 @@ class Cluster:
         kill_group(process, signal.SIGKILL)
         process.wait()
 
+    def live_replicas(self) -> list[ProcellaServer]:
+        """The replicas still running (a test may have killed one)."""
+        return [r for r in self.replicas if r.process is not None and r.process.poll() is None]
+
     # What the tests use of a server -------------------------------------------------------
 
     def create_token(self, org: str, role: str, user: str | None = None) -> str:

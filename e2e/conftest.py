@@ -31,12 +31,20 @@ from e2e_harness import MODES, Names, ProcellaServer, PulumiCLI, make_project
 
 # The test-support services (PostgreSQL, S3) live in the repository's tests package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import services
+from tests import images, services
 
-# PROCELLA_E2E_TOPOLOGY=cluster: three replicas on PostgreSQL + S3 behind Caddy (cluster.py).
-CLUSTER = os.environ.get("PROCELLA_E2E_TOPOLOGY", "single") == "cluster"
-if os.environ.get("PROCELLA_E2E_TOPOLOGY", "single") not in ("single", "cluster"):
-    raise RuntimeError("PROCELLA_E2E_TOPOLOGY must be single or cluster")
+# PROCELLA_E2E_TOPOLOGY=cluster: three replicas on PostgreSQL + S3 behind Caddy, as local
+# processes (cluster.py); =containers: the same through a Docker engine with the project's
+# image (containers.py).
+TOPOLOGY = os.environ.get("PROCELLA_E2E_TOPOLOGY", "single")
+if TOPOLOGY not in ("single", "cluster", "containers"):
+    raise RuntimeError("PROCELLA_E2E_TOPOLOGY must be single, cluster or containers")
+CLUSTER = TOPOLOGY in ("cluster", "containers")  # replicas behind Caddy
+CONTAINERS = TOPOLOGY == "containers"
+if CONTAINERS:
+    # Only then: it needs testcontainers and the docker SDK, which the nox environments of
+    # the other topologies do not install.
+    import containers
 # PROCELLA_E2E_CLI_VERSION: which pinned CLI drives the suite (nox runs it with each pin).
 CLI_VERSION = os.environ.get("PROCELLA_E2E_CLI_VERSION", pulumi_toolchain.DEFAULT_CLI_VERSION)
 if CLI_VERSION not in pulumi_toolchain.CLI_VERSIONS:
@@ -90,14 +98,7 @@ def server(
     root = tmp_path_factory.mktemp(f"procella-{mode}")
     instance: ProcellaServer | Cluster
     if CLUSTER:
-        postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
-        instance = Cluster(
-            root,
-            database_url=postgres.url(services.create_database(postgres.admin_url)),
-            s3_endpoint=s3,
-            bucket=services.create_bucket(s3),
-            mode=mode,
-        )
+        instance = make_cluster(request, root, mode)
     else:
         instance = ProcellaServer(root / "data", mode=mode, cutoff_bytes=0)
     # The finalizer runs even when start() or a test fails, so nothing outlives us.
@@ -106,10 +107,52 @@ def server(
     yield instance
 
 
+def make_cluster(request: pytest.FixtureRequest, root: Path, mode: str) -> Cluster:
+    """Three replicas on a fresh database and bucket of this worker's services: local
+    processes, or containers of the project's image (not started yet)."""
+    postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
+    settings = {
+        "database_url": postgres.url(services.create_database(postgres.admin_url)),
+        "s3_endpoint": s3,
+        "bucket": services.create_bucket(s3),
+        "mode": mode,
+    }
+    if CONTAINERS:
+        images = request.getfixturevalue("container_images")
+        return containers.ContainerCluster(root, images=images, **settings)
+    return Cluster(root, **settings)
+
+
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[services.PostgresServer]:
-    """The cluster topology's PostgreSQL server (one per xdist worker)."""
-    server = services.PostgresServer.start()
+def container_images() -> dict[str, str]:
+    """The containers topology's images (tests/images.py), built once per machine and
+    reused while nothing they are made of changes. No engine: the topology fails, loudly."""
+    problem = images.engine_available()
+    if problem:
+        pytest.fail(f"PROCELLA_E2E_TOPOLOGY=containers needs a Docker engine: {problem}")
+    with images.build_lock():
+        containers.remove_orphans()
+        return {
+            "procella": images.ensure_procella(),
+            "postgres": images.ensure_standin("postgres"),
+            "s3": images.ensure_standin("s3"),
+            "caddy": images.ensure_standin("caddy"),
+        }
+
+
+@pytest.fixture(scope="session")
+def postgres(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[services.PostgresServer | containers.PostgresContainer]:
+    """The cluster topologies' PostgreSQL server (one per xdist worker)."""
+    server: services.PostgresServer | containers.PostgresContainer
+    if CONTAINERS:
+        image = request.getfixturevalue("container_images")["postgres"]
+        server = containers.PostgresContainer(image, tmp_path_factory.mktemp("postgres"))
+        request.addfinalizer(server.stop)  # also when it fails to start
+        server.start()
+    else:
+        server = services.PostgresServer.start()
     try:
         yield server
     finally:
@@ -117,10 +160,18 @@ def postgres() -> Iterator[services.PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[str]:
-    """The cluster topology's S3 server (moto, on 127.0.0.1)."""
-    with services.s3_server() as endpoint:
-        yield endpoint
+def s3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The cluster topologies' S3 server: moto on 127.0.0.1, in a container or not."""
+    if CONTAINERS:
+        image = request.getfixturevalue("container_images")["s3"]
+        with (
+            services.aws_test_env(),
+            containers.s3_server(image, tmp_path_factory.mktemp("s3")) as endpoint,
+        ):
+            yield endpoint
+    else:
+        with services.s3_server() as endpoint:
+            yield endpoint
 
 
 @pytest.hookimpl(wrapper=True)

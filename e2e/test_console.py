@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from conftest import CLUSTER, services
+from conftest import CLUSTER, make_cluster
 from e2e_harness import (
     Names,
     ProcellaServer,
@@ -65,18 +65,12 @@ def view_live(output: str) -> str:
 
 
 def start_server(request: pytest.FixtureRequest, tmp: Path) -> ProcellaServer | Cluster:
-    """`procella serve`, or with PROCELLA_E2E_TOPOLOGY=cluster three replicas behind Caddy
-    (round robin: the pages, the session and the live feed come from any replica)."""
+    """`procella serve`, or with PROCELLA_E2E_TOPOLOGY=cluster (or containers) three replicas
+    behind Caddy (round robin: the pages, the session and the live feed come from any
+    replica)."""
     server: ProcellaServer | Cluster
     if CLUSTER:
-        postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
-        server = Cluster(
-            tmp / "cluster",
-            database_url=postgres.url(services.create_database(postgres.admin_url)),
-            s3_endpoint=s3,
-            bucket=services.create_bucket(s3),
-            mode="journal",
-        )
+        server = make_cluster(request, tmp / "cluster", "journal")
     else:
         server = ProcellaServer(tmp / "data", mode="journal")
     request.addfinalizer(server.stop)

@@ -27,7 +27,7 @@ def replicas(server: ProcellaServer | Cluster) -> list[ProcellaServer]:
     """The live replicas: test_cluster.py kills one of the shared cluster's on purpose."""
     if not isinstance(server, Cluster):
         return [server]
-    return [r for r in server.replicas if r.process is not None and r.process.poll() is None]
+    return server.live_replicas()
 
 
 def scrape(server: ProcellaServer | Cluster) -> tuple[Samples, str]:

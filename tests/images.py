@@ -26,6 +26,8 @@ and the time it took.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +89,18 @@ def require_engine() -> None:
     problem = engine_available()
     if problem:
         raise ImageError(problem)
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One build at a time on this machine (pytest-xdist workers ask together)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def exists(tag: str) -> bool:
@@ -282,7 +296,6 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 2
     require_engine()
-    CACHE.mkdir(parents=True, exist_ok=True)
     steps: list[tuple[str, object]] = [("base", ensure_base)]
     if what in ("procella", "all"):
         steps.append(("procella", ensure_procella))
@@ -290,7 +303,8 @@ def main(argv: Sequence[str]) -> int:
         steps += [(name, lambda name=name: ensure_standin(name)) for name in STANDIN_NAMES]
     for label, step in steps:
         started = time.monotonic()
-        tag = step()  # type: ignore[operator]
+        with build_lock():
+            tag = step()  # type: ignore[operator]
         took = time.monotonic() - started
         print(f"{label:12} {tag:60} {image_size_mb(tag):7.1f} MB  {took:6.1f} s", flush=True)
     return 0

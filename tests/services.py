@@ -197,15 +197,25 @@ def s3_server() -> Iterator[str]:
     """Endpoint URL of moto's S3 server on 127.0.0.1, with test credentials in the env."""
     from moto.server import ThreadedMotoServer
 
+    with aws_test_env():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def aws_test_env() -> Iterator[None]:
+    """Test credentials in this process's environment (boto3 clients of the tests), then
+    the environment as it was."""
     saved = {key: os.environ.get(key) for key in AWS_TEST_ENV}
     os.environ.update(AWS_TEST_ENV)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
     try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        yield
     finally:
-        server.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
