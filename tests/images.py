@@ -283,6 +283,8 @@ def ensure_standin(name: str) -> str:
     tag = standin_tag(name)
     if not exists(tag):
         build(tag, STANDINS / name, "--build-arg", f"BASE={ensure_base()}")
+    # The stable name tests/containers/compose.standins.yaml uses.
+    _run(["docker", "tag", tag, f"procella-local/{name}:standin"])
     return tag
 
 
