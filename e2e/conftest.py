@@ -129,7 +129,9 @@ def container_images() -> dict[str, str]:
     reused while nothing they are made of changes. No engine: the topology fails, loudly."""
     problem = images.engine_available()
     if problem:
-        pytest.fail(f"PROCELLA_E2E_TOPOLOGY=containers needs a Docker engine: {problem}")
+        pytest.fail(
+            f"PROCELLA_E2E_TOPOLOGY=containers needs a Docker engine: {problem}", pytrace=False
+        )
     with images.build_lock():
         containers.remove_orphans()
         return {

@@ -82,8 +82,8 @@ class Container:
         kwargs: dict[str, Any] = {"network_mode": "host", "labels": {OWNER_LABEL: str(os.getpid())}}
         if healthcheck is not None:
             kwargs["healthcheck"] = dict(healthcheck)
-        self._spec = DockerContainer(image, command=list(command), env=dict(env)).with_kwargs(
-            **kwargs
+        self._spec = (
+            DockerContainer(image, env=dict(env)).with_command(list(command)).with_kwargs(**kwargs)
         )
         for host, target in volumes:
             self._spec.with_volume_mapping(host, target, "ro")
@@ -277,7 +277,12 @@ class ReplicaContainer:
             raise AssertionError(f"command failed:\n{result.describe()}")
         return result
 
-    create_token = ProcellaServer.create_token
+    def create_token(self, org: str, role: str, user: str | None = None) -> str:
+        """`procella token create` in the container: the token is its last stdout line."""
+        args = ["token", "create", "--org", org, "--role", role]
+        if user is not None:
+            args += ["--user", user]
+        return self.admin_command(*args).stdout.strip().splitlines()[-1].strip()
 
     def api(
         self, method: str, path: str, *, token: str | None = None, body: Any = None
@@ -312,15 +317,16 @@ class ContainerCluster(Cluster):
             root, database_url=database_url, s3_endpoint=s3_endpoint, bucket=bucket, mode=mode
         )
         self.images = dict(images)
-        configs = self.replicas
-        self.replicas = [  # type: ignore[assignment]
+        self.containers = [
             ReplicaContainer(images["procella"], config, root / f"replica{i}.log")
-            for i, config in enumerate(configs)
+            for i, config in enumerate(self.replicas)
         ]
+        # The tests reach replicas through ``replicas`` (url, api, logs), which these offer.
+        self.replicas = self.containers  # type: ignore[assignment]
         self._migrate = Container(
             images["procella"],
             ["migrate"],
-            env=self.replicas[0].env,
+            env=self.containers[0].env,
             log_path=root / "migrate.log",
         )
         self._caddy_container: Container | None = None
@@ -333,7 +339,7 @@ class ContainerCluster(Cluster):
             raise RuntimeError(
                 f"the migrate container exited with {code}:\n{self._migrate.log_text()}"
             )
-        for replica in self.replicas:
+        for replica in self.containers:
             replica.start()
         self._caddy_container = Container(
             self.images["caddy"],
@@ -342,7 +348,7 @@ class ContainerCluster(Cluster):
                 "CADDY_BIND": "127.0.0.1",
                 "CADDY_PORT": str(self.port),
                 "CADDY_ADMIN": f"127.0.0.1:{free_port()}",
-                "CADDY_UPSTREAMS": " ".join(f"127.0.0.1:{r.port}" for r in self.replicas),
+                "CADDY_UPSTREAMS": " ".join(f"127.0.0.1:{r.port}" for r in self.containers),
                 # CADDY_RETRY_BODY is left to the Caddyfile's default, right for Debian's 2.6.
             },
             log_path=self.caddy_log_path,
@@ -359,24 +365,24 @@ class ContainerCluster(Cluster):
         for container in (self._caddy_container, self._migrate):
             if container is not None:
                 container.stop()
-        for replica in self.replicas:
+        for replica in self.containers:
             replica.stop()
 
     def kill_replica(self, index: int) -> None:
         """SIGKILL one replica's container, as a crash or an OOM kill would: no draining."""
-        self.replicas[index].container.kill()
+        self.containers[index].container.kill()
 
     def live_replicas(self) -> list[Any]:
-        return [r for r in self.replicas if r.running()]
+        return [r for r in self.containers if r.running()]
 
     def _first_live(self) -> ReplicaContainer:
-        for replica in self.replicas:
+        for replica in self.containers:
             if replica.running():
-                return replica  # type: ignore[return-value]
+                return replica
         raise RuntimeError("no replica container is running")
 
     def create_token(self, org: str, role: str, user: str | None = None) -> str:
-        return str(self._first_live().create_token(org, role, user))
+        return self._first_live().create_token(org, role, user)
 
     def admin_command(self, *args: str) -> Result:
         return self._first_live().admin_command(*args)

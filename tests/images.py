@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -298,15 +299,15 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 2
     require_engine()
-    steps: list[tuple[str, object]] = [("base", ensure_base)]
+    steps: list[tuple[str, Callable[[], str]]] = [("base", ensure_base)]
     if what in ("procella", "all"):
         steps.append(("procella", ensure_procella))
     if what in ("standins", "all"):
-        steps += [(name, lambda name=name: ensure_standin(name)) for name in STANDIN_NAMES]
+        steps += [(name, functools.partial(ensure_standin, name)) for name in STANDIN_NAMES]
     for label, step in steps:
         started = time.monotonic()
         with build_lock():
-            tag = step()  # type: ignore[operator]
+            tag = step()
         took = time.monotonic() - started
         print(f"{label:12} {tag:60} {image_size_mb(tag):7.1f} MB  {took:6.1f} s", flush=True)
     return 0
