@@ -3,7 +3,8 @@
 * ``toolchain``: the pinned CLI, Python language host and SDK venv (built once per machine by
   pulumi_toolchain.py, under a file lock, so pytest-xdist workers share one build).
   PROCELLA_E2E_CLI_VERSION picks one of the pinned CLI versions (default: the newest pin).
-* ``server``: one ``procella serve`` per xdist worker and mode. It is parametrized, so every
+* ``server``: one ``procella serve`` (or, with PROCELLA_E2E_TOPOLOGY=cluster or containers,
+  three replicas behind Caddy) per xdist worker and mode. It is parametrized, so every
   test runs against ``journal`` (the CLI sends journal entries, no checkpoints), ``delta``
   (journaling off; delta checkpoints with cutoff 0: the CLI sends ``checkpointdelta`` from
   the second checkpoint of every update on) and ``full`` (journaling off; the whole
@@ -118,8 +119,8 @@ def make_cluster(request: pytest.FixtureRequest, root: Path, mode: str) -> Clust
         "mode": mode,
     }
     if CONTAINERS:
-        images = request.getfixturevalue("container_images")
-        return containers.ContainerCluster(root, images=images, **settings)
+        tags = request.getfixturevalue("container_images")
+        return containers.ContainerCluster(root, images=tags, **settings)
     return Cluster(root, **settings)
 
 
