@@ -343,10 +343,7 @@ def _add_entries(replayer: journal.Replayer, bodies: list[bytes]) -> None:
 def _generate(replayer: journal.Replayer, update: UpdateRecord) -> StateText:
     millis = update.journal_last_at or update.started_at or update.created_at
     manifest = journal.make_manifest(_rfc3339(millis), update.client_version)
-    version, features, deployment = replayer.generate(manifest)
-    resources = deployment.get("resources")
-    count = len(resources) if isinstance(resources, list) else 0
-    return StateText(journal.wrapper_text(version, features, deployment), count)
+    return StateText(*journal.generate_text(replayer, manifest))
 
 
 def _rfc3339(millis: int) -> str:
