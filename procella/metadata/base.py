@@ -17,6 +17,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from procella.lifecycle import Lifecycle
+
 Row = tuple[Any, ...]
 
 # The message of the NotFound a store raises when a write refers to a row another request
@@ -169,10 +171,22 @@ class UpdateRecord:
     client_version: str = ""  # the CLI's version, from the start request's User-Agent
 
     @property
+    def lifecycle(self) -> Lifecycle:
+        """What ``procella.lifecycle`` decides its next step from."""
+        return Lifecycle(
+            self.id,
+            self.status,
+            self.is_preview,
+            self.lease_live,
+            self.checkpoint_seq,
+            self.checkpoint_sha,
+        )
+
+    @property
     def frozen(self) -> bool:
         """No checkpoint or journal entry can be added any more: the update ended or its
         lease expired (an expired lease is never renewed), so its state is final."""
-        return self.status not in ("not-started", "running") or not self.lease_live
+        return self.lifecycle.frozen
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from procella import audit
+from procella import audit, lifecycle
 from procella.auth.models import Principal, Role
 from procella.errors import (
     AlreadyExists,
@@ -23,6 +23,7 @@ from procella.metadata.base import (
     MetadataStore,
     StackRecord,
     UniqueViolation,
+    UpdateRecord,
 )
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
@@ -64,6 +65,20 @@ class StackPage:
 
 def stack_not_found(ref: StackRef) -> NotFound:
     return NotFound(f"Stack '{ref}' not found")
+
+
+async def free_if_abandoned(conn: Connection, stack_id: str) -> UpdateRecord | None:
+    """Free the stack from a running update whose CLI died (``lifecycle.abandon``: its
+    lease expired), as the garbage collector would a little later; return the update that
+    still holds the stack, if one does. The caller holds the stack row."""
+    running = await update_q.running_for_stack(conn, stack_id)
+    if running is None:
+        return None
+    abandoned = lifecycle.abandon(running.lifecycle)
+    if abandoned is None:
+        return running  # its lease is live
+    await update_q.end(conn, stack_id, running.lifecycle, abandoned)
+    return None
 
 
 class StackService:
@@ -150,7 +165,7 @@ class StackService:
         async with self.meta.transaction() as conn:
             stack = await _locked(conn, ref)
             if not force:
-                if await update_q.live_running_update(conn, stack.id) is not None:
+                if await free_if_abandoned(conn, stack.id) is not None:
                     raise UpdateConflict(CONFLICT_MESSAGE)
                 latest = await checkpoint_q.latest_summary(conn, stack.id)
                 if latest is not None and latest.resource_count > 0:
@@ -207,7 +222,7 @@ class StackService:
             stored = await self.texts.store(stack.id, renamed)
         async with self.meta.transaction() as conn:
             locked = await _locked(conn, ref)
-            if await update_q.live_running_update(conn, stack.id) is not None:
+            if await free_if_abandoned(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             # The state rewritten above must still be the current one: an update that was
             # ending meanwhile may have saved a newer checkpoint under the same version.
@@ -235,7 +250,7 @@ class StackService:
             locked = await _locked(conn, ref)
             if locked.id != stack.id:
                 raise Conflict("the stack changed during the import; try again")
-            if await update_q.live_running_update(conn, stack.id) is not None:
+            if await free_if_abandoned(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             version = await stack_q.next_version(conn, stack.id)
             await audit.record_on_stack(

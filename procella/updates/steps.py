@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from procella import strictjson
+from procella import lifecycle, strictjson
 from procella.auth.models import token_hash
-from procella.errors import BadRequest, Conflict, LeaseInvalid, NotFound
+from procella.errors import BadRequest, Conflict, NotFound
 from procella.metadata.base import Connection, MetadataStore, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import updates as update_q
@@ -189,8 +189,7 @@ async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest:
     now = await update_q.get(conn, update_id)
     if now is None:  # its stack was deleted meanwhile
         raise NotFound(f"update '{update_id}' not found")
-    if now.status != update_q.RUNNING or not now.lease_live:
-        raise LeaseInvalid("the update's lease has expired or the update has ended")
+    lifecycle.check_live(now.lifecycle)
     if now.checkpoint_seq == seq and now.checkpoint_sha == digest:
         return
     raise Conflict(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from procella.lifecycle import RUNNING
 from procella.metadata.base import CheckpointRecord, Connection, Row, UpdateRecord
-from procella.metadata.queries.updates import RUNNING
 
 _COLUMNS = (
     "stack_id, version, update_id, sha256, size, resource_count, data, blob_key, created_at, "
