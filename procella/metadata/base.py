@@ -209,3 +209,69 @@ class CheckpointRecord:
     full_seq: int = 0
     base_version: int | None = None
     chain_bytes: int = 0  # delta bytes between the nearest full text and this state
+
+
+# Rows as the services list them.
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A token as listed: never its secret, nor its hash."""
+
+    id: str
+    login: str
+    name: str
+    description: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+    revoked_at: int | None
+    role: str | None  # in the org the listing is for
+
+
+@dataclass(frozen=True)
+class IssuerRow:
+    id: str
+    name: str
+    url: str
+    audiences: list[str]
+    max_expiration_s: int
+    policies: list[dict[str, Any]]  # as stored: Policy.to_json() of each
+    policy_version: int
+    created_at: int
+    modified_at: int
+
+
+@dataclass(frozen=True)
+class StackSummaryRow:
+    id: str
+    org: str
+    project: str
+    name: str
+    last_update_at: int | None
+    resource_count: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    org: str | None
+    at_ms: int
+    action: str
+    login: str
+    token_name: str
+    source_ip: str
+    request_id: str
+    target: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What ``page`` lists; None means any. Times are epoch milliseconds, inclusive."""
+
+    org: str | None = None
+    action: str | None = None
+    login: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None

@@ -22,6 +22,7 @@ from procella.metadata.base import (
     Connection,
     MetadataStore,
     StackRecord,
+    StackSummaryRow,
     UniqueViolation,
     UpdateRecord,
 )
@@ -59,7 +60,7 @@ class StackView:
 
 @dataclass(frozen=True)
 class StackPage:
-    stacks: list[stack_q.StackSummaryRow]
+    stacks: list[StackSummaryRow]
     continuation_token: str | None
 
 
@@ -116,8 +117,25 @@ class StackService:
             return await stack_q.project_exists(conn, org, project)
 
     async def list(
-        self, principal: Principal, f: stack_q.StackFilter, token: str | None
+        self,
+        principal: Principal,
+        token: str | None,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        tag_name: str | None = None,
+        tag_value: str | None = None,
     ) -> StackPage:
+        """A page of the stacks the caller may read (``GET /api/user/stacks``), narrowed by
+        the filters that are not None, after the page that ``token`` names."""
+        f = stack_q.StackFilter(
+            member_user_id=None if principal.site_admin else principal.user_id,
+            team_id=None if principal.team is None else principal.team.id,
+            org=org,
+            project=project,
+            tag_name=tag_name,
+            tag_value=tag_value,
+        )
         after = _decode_page_token(token) if token else None
         async with self.meta.read() as conn:
             rows = await stack_q.list_page(conn, f, after, LIST_PAGE_SIZE + 1)
@@ -321,7 +339,7 @@ def _renamed_state(text: bytes, old: StackRef, new: StackRef) -> bytes:
     return json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _encode_page_token(row: stack_q.StackSummaryRow) -> str:
+def _encode_page_token(row: StackSummaryRow) -> str:
     raw = json.dumps([row.org, row.project, row.name], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode()
 

@@ -31,6 +31,7 @@ from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import events as event_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import stacks as stack_q
+from procella.metadata.queries import stats as stats_q
 from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef, check_tags
 from procella.stacks.service import (
@@ -233,6 +234,12 @@ class UpdateService:
         stack = await self.stacks.resolve(principal, ref, Role.VIEWER)
         async with self.meta.read() as conn:
             return await update_q.history(conn, stack.id, page_size, (page - 1) * page_size)
+
+    async def running_counts(self) -> list[tuple[str, bool, bool, int]]:
+        """``(kind, is_preview, lease live, count)`` of every running update in the
+        deployment (the ``/metrics`` gauges): one grouped count."""
+        async with self.meta.read() as conn:
+            return await stats_q.running_updates(conn)
 
     # Update-token calls ----------------------------------------------------------------
 
