@@ -29,10 +29,10 @@ from procella.secrets.service import SecretsService
 from procella.services import Services
 from procella.settings import Settings
 from procella.stacks.service import StackService
-from procella.updates.cache import CheckpointCache
+from procella.state.cache import CheckpointCache
+from procella.state.states import States
+from procella.state.texts import CheckpointTexts
 from procella.updates.service import UpdateService
-from procella.updates.states import States
-from procella.updates.texts import CheckpointTexts
 from procella.workers.supervisor import Supervisor
 
 

@@ -29,7 +29,7 @@ from procella.stacks.models import (
     check_tag_value,
     check_tags,
 )
-from procella.updates import checkpoints as cp
+from procella.state import checkpoints as cp
 
 HISTORY_MAX_PAGE = 1000
 

@@ -31,8 +31,8 @@ from procella.api.responses import check_update_id, int_arg, json_response, no_c
 from procella.errors import BadRequest, PayloadTooLarge
 from procella.metadata.base import UpdateRecord
 from procella.stacks.models import check_tags
-from procella.updates import checkpoints as cp
-from procella.updates import journal, pieces
+from procella.state import checkpoints as cp
+from procella.state import journal, pieces
 from procella.updates.service import Event
 
 _T = TypeVar("_T")

@@ -39,9 +39,9 @@ from procella.stacks.models import (
     is_storable_text,
 )
 from procella.stacks.rename import rename_deployment
-from procella.updates import checkpoints as cp
-from procella.updates.states import States
-from procella.updates.texts import StoredText
+from procella.state import checkpoints as cp
+from procella.state.states import States
+from procella.state.texts import StoredText
 
 LIST_PAGE_SIZE = 100
 CONFLICT_MESSAGE = "Another update is currently in progress."

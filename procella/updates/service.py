@@ -40,12 +40,13 @@ from procella.stacks.service import (
     free_if_abandoned,
     stack_not_found,
 )
-from procella.updates import checkpoints as cp
+from procella.state import checkpoints as cp
+from procella.state import pieces
+from procella.state.journal import JournalEntry
+from procella.state.states import States
 from procella.updates import events as stored_events
-from procella.updates import pieces, steps
-from procella.updates.journal import JournalEntry
+from procella.updates import steps
 from procella.updates.models import COMPLETE_STATUSES
-from procella.updates.states import States
 from procella.updates.steps import StepWriter
 
 log = logging.getLogger(__name__)

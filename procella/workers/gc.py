@@ -27,9 +27,9 @@ from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
-from procella.updates.cache import CheckpointCache
-from procella.updates.states import States
-from procella.updates.texts import CheckpointTexts
+from procella.state.cache import CheckpointCache
+from procella.state.states import States
+from procella.state.texts import CheckpointTexts
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from procella.metadata.queries import new_id
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
-from procella.updates.texts import StoredText
+from procella.state.texts import StoredText
 from tests.contract.conftest import StoreFactory
 
 

@@ -45,7 +45,7 @@ from procella import create_app, lifecycle
 from procella.auth.models import Role
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
-from procella.updates.checkpoints import EMPTY_DEPLOYMENT
+from procella.state.checkpoints import EMPTY_DEPLOYMENT
 from tests.helpers import (
     DEFAULT_ORG,
     Api,

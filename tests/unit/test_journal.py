@@ -1,4 +1,4 @@
-"""procella.updates.journal: replaying Pulumi journal entries as the CLI's replayer does."""
+"""procella.state.journal: replaying Pulumi journal entries as the CLI's replayer does."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from procella.errors import BadRequest
-from procella.updates.journal import (
+from procella.state.journal import (
     BASE_RESOURCE,
     JournalEntry,
     Kind,

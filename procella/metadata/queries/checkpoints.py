@@ -2,7 +2,7 @@
 
 A full text lives inline in ``data`` when small, or in the blob store under ``blob_key``.
 A step of an update stores only its delta (``checkpoint_deltas``), and now and then a full
-text again (compaction): see ``CheckpointRecord`` and ``procella.updates.states``.
+text again (compaction): see ``CheckpointRecord`` and ``procella.state.states``.
 """
 
 from __future__ import annotations
