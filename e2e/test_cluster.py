@@ -20,7 +20,9 @@ def test_up_survives_a_replica_killed_mid_update(
     wait_until_inside_update(run, release)
     # Kill the replica the update's requests go to (the Caddyfile keeps them on one), so
     # that the rest of the update is served by a replica that saw none of it.
-    grown = [after - earlier for earlier, after in zip(before, server.lease_requests(), strict=True)]
+    grown = [
+        after - earlier for earlier, after in zip(before, server.lease_requests(), strict=True)
+    ]
     serving = grown.index(max(grown))
     assert grown[serving] > 0 and sorted(grown)[-2] == 0, grown
     server.kill_replica(serving)  # no drain: in-flight work on it is simply gone
