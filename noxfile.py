@@ -37,11 +37,13 @@ def install_e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy."""
+    """ruff (lint + format check), mypy, and the layering contracts (import-linter, in
+    pyproject.toml)."""
     install_project(session, "lint", "test")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)

@@ -119,6 +119,26 @@ class Cluster:
         for replica in self.replicas:
             replica.stop()
 
+    def lease_requests(self) -> list[int]:
+        """Requests each replica has answered that carry an update's lease token (those
+        under ``.../<kind>/<update_id>/``), from its /metrics; -1 for a replica not running.
+        The Caddyfile sends an update's requests to one replica: the one whose count grows."""
+        counts = []
+        for replica in self.replicas:
+            if replica.process is None or replica.process.poll() is not None:
+                counts.append(-1)
+                continue
+            with urllib.request.urlopen(replica.url + "/metrics", timeout=10) as response:
+                text = response.read().decode()
+            counts.append(
+                sum(
+                    int(float(line.rsplit(" ", 1)[1]))
+                    for line in text.splitlines()
+                    if line.startswith("procella_http_requests_total{") and "<update_id>/" in line
+                )
+            )
+        return counts
+
     def kill_replica(self, index: int) -> None:
         """SIGKILL one replica, as a crash or an OOM kill would: no draining."""
         process = self.replicas[index].process

@@ -15,9 +15,17 @@ def test_up_survives_a_replica_killed_mid_update(
 ) -> None:
     release = tmp_path / "release"
     stack = slow_stack(pulumi, names, project_dir, release)
+    before = server.lease_requests()
     run = stack.start_up()
     wait_until_inside_update(run, release)
-    server.kill_replica(1)  # no drain: in-flight work on it is simply gone
+    # Kill the replica the update's requests go to (the Caddyfile keeps them on one), so
+    # that the rest of the update is served by a replica that saw none of it.
+    grown = [
+        after - earlier for earlier, after in zip(before, server.lease_requests(), strict=True)
+    ]
+    serving = grown.index(max(grown))
+    assert grown[serving] > 0 and sorted(grown)[-2] == 0, grown
+    server.kill_replica(serving)  # no drain: in-flight work on it is simply gone
     release.touch()
     expect_ok(run.wait(STARTED_TIMEOUT))
 

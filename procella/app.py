@@ -16,7 +16,7 @@ from quart import Quart
 
 from procella import console
 from procella.api import errors, observe, routes
-from procella.api.context import EXTENSION, Services
+from procella.api.context import EXTENSION
 from procella.api.drain import DrainRequestBody
 from procella.auth.exchange import OidcService
 from procella.auth.service import AuthService
@@ -26,12 +26,13 @@ from procella.metadata import open_metadata_store
 from procella.secrets.crypto import StackCrypto
 from procella.secrets.keys import load_master_key
 from procella.secrets.service import SecretsService
+from procella.services import Services
 from procella.settings import Settings
 from procella.stacks.service import StackService
-from procella.updates.cache import CheckpointCache
+from procella.state.cache import CheckpointCache
+from procella.state.states import States
+from procella.state.texts import CheckpointTexts
 from procella.updates.service import UpdateService
-from procella.updates.states import States
-from procella.updates.texts import CheckpointTexts
 from procella.workers.supervisor import Supervisor
 
 

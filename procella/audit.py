@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from procella import logs
 from procella.auth.models import Principal, Role
-from procella.metadata.base import Connection, MetadataStore
+from procella.metadata.base import AuditEntry, AuditFilter, Connection, MetadataStore
 from procella.metadata.queries import audit as audit_q
 
 STACK_CREATE = "stack.create"
@@ -98,10 +98,10 @@ async def record_on_stack(
 async def entries(
     meta: MetadataStore,
     principal: Principal,
-    f: audit_q.AuditFilter,
+    f: AuditFilter,
     before_id: int | None,
     limit: int,
-) -> list[audit_q.AuditEntry]:
+) -> list[AuditEntry]:
     """A page of an org's audit log, for its admins."""
     assert f.org is not None
     principal.require(f.org, Role.ADMIN)

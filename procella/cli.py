@@ -20,10 +20,11 @@ from procella.auth.models import PERMISSIONS, Role, permission_name
 from procella.auth.service import iso
 from procella.auth.teams import Target
 from procella.errors import ConfigurationError, ProcellaError
+from procella.metadata.base import AuditEntry, AuditFilter
 from procella.settings import Settings, markdown_table
 
 if TYPE_CHECKING:
-    from procella.api.context import Services
+    from procella.services import Services
 
 T = TypeVar("T")
 
@@ -340,9 +341,9 @@ def audit_log(
     """Print the audit log, newest first: who changed what, when, from where."""
     from procella.metadata.queries import audit as audit_q
 
-    f = audit_q.AuditFilter(org, action, login, _epoch_ms(since), _epoch_ms(until))
+    f = AuditFilter(org, action, login, _epoch_ms(since), _epoch_ms(until))
 
-    async def work(services: Services) -> list[audit_q.AuditEntry]:
+    async def work(services: Services) -> list[AuditEntry]:
         async with services.meta.read() as conn:
             return await audit_q.page(conn, f, None, limit)
 

@@ -61,15 +61,16 @@ _lock = threading.Lock()
 _last_trim = 0.0
 
 
-def trim() -> None:
-    """Return the free memory of every arena to the system (rate-limited)."""
+def trim(*, force: bool = False) -> None:
+    """Return the free memory of every arena to the system (rate-limited unless ``force``:
+    a long computation that frees as it goes)."""
     global _last_trim
     libc = _libc()
     if libc is None:
         return
     with _lock:
         now = time.monotonic()
-        if now - _last_trim < TRIM_INTERVAL:
+        if not force and now - _last_trim < TRIM_INTERVAL:
             return
         _last_trim = now
     libc.malloc_trim(0)

@@ -140,3 +140,23 @@ def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
     if depth(data) > max_depth:
         raise ValueError(f"nests deeper than {max_depth} levels")
     return DECODER.decode(data.decode("utf-8"))
+
+
+def _null(name: str) -> None:
+    return None
+
+
+def stored_json(text: str) -> Any:
+    """JSON the server stored. Rows written before bodies were held to float64 numbers and
+    to ``MAX_DEPTH`` may hold ``NaN`` or ``Infinity``, which Go cannot decode (those read
+    as null), or nest too deeply to answer with (the whole value reads as null)."""
+    if depth(text.encode()) > MAX_DEPTH:
+        return None
+    return json.loads(text, parse_constant=_null)
+
+
+def standard_json(text: str) -> str:
+    """A stored JSON text, re-encoded if it may hold ``NaN`` or ``Infinity`` (see above)."""
+    if "NaN" not in text and "Infinity" not in text:
+        return text
+    return json.dumps(stored_json(text), allow_nan=False)

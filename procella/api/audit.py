@@ -21,7 +21,7 @@ from procella.api.auth import principal
 from procella.api.context import services
 from procella.api.responses import int_arg, json_response
 from procella.errors import BadRequest
-from procella.metadata.queries.audit import AuditEntry, AuditFilter
+from procella.metadata.base import AuditEntry, AuditFilter
 from procella.stacks.models import check_org_name
 
 PAGE = 100

@@ -159,7 +159,7 @@ def checkpoint_members(data: bytes, key: str) -> tuple[dict[str, Any], memoryvie
 
     The rest of the body is parsed strictly with ``"1"`` in place of the value: that it
     parses proves the value's place is a member's value (the argument of
-    ``procella.updates.pieces``), so the body is valid if the value is, and means what the
+    ``procella.state.pieces``), so the body is valid if the value is, and means what the
     whole parse would.
     """
     name = b'"' + key.encode() + b'":'

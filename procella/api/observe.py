@@ -23,11 +23,11 @@ from typing import Any
 from quart import Quart, Response, current_app, request
 
 from procella import logs, metrics
-from procella.api.context import EXTENSION, Services
+from procella.api.context import EXTENSION
 from procella.api.drain import ASGIApp, Message, Receive, Send
 from procella.api.errors import error_response
 from procella.errors import ProcellaError
-from procella.metadata.queries import stats as stats_q
+from procella.services import Services
 from procella.settings import Settings
 from procella.updates.models import UPDATE_KINDS
 
@@ -219,8 +219,7 @@ async def metrics_view() -> Response:
 async def _count_running_updates(services: Services) -> None:
     """Set the cluster-wide gauges from the database: one grouped count per scrape."""
     try:
-        async with services.meta.read() as conn:
-            rows = await stats_q.running_updates(conn)
+        rows = await services.updates.running_counts()
     except ProcellaError as exc:  # the database is down: serve the other metrics anyway
         log.warning("metrics: cannot count running updates: %s", exc.message)
         return

@@ -21,7 +21,7 @@ from procella.api.responses import json_response, no_content
 from procella.auth import oidc
 from procella.auth.service import iso
 from procella.errors import BadRequest
-from procella.metadata.queries.oidc import IssuerRow
+from procella.metadata.base import IssuerRow
 
 # An ID token is a few KB; the whole form is refused well before the general body limit.
 MAX_FORM_BYTES = 64 * 1024

@@ -21,7 +21,6 @@ from procella.api.body import (
 from procella.api.context import services
 from procella.api.responses import int_arg, json_response, no_content, raw_json_response, stack_ref
 from procella.errors import BadRequest, NotFound
-from procella.metadata.queries.stacks import StackFilter
 from procella.stacks.models import (
     StackRef,
     check_org_name,
@@ -30,7 +29,7 @@ from procella.stacks.models import (
     check_tag_value,
     check_tags,
 )
-from procella.updates import checkpoints as cp
+from procella.state import checkpoints as cp
 
 HISTORY_MAX_PAGE = 1000
 
@@ -44,15 +43,14 @@ async def list_user_stacks() -> Response:
         raise BadRequest("tagValue needs tagName")
     org, project = args.get("organization") or None, args.get("project") or None
     # Filters follow the naming rules: a value no stack can have is a mistake to report.
-    f = StackFilter(
-        member_user_id=None if caller.site_admin else caller.user_id,
-        team_id=None if caller.team is None else caller.team.id,
+    page = await services().stacks.list(
+        caller,
+        args.get("continuationToken") or None,
         org=None if org is None else check_org_name(org),
         project=None if project is None else check_project_name(project),
         tag_name=None if tag_name is None else check_tag_name(tag_name),
         tag_value=None if tag_value is None else check_tag_value(tag_value),
     )
-    page = await services().stacks.list(caller, f, args.get("continuationToken") or None)
     return json_response(
         {
             "stacks": [wire.stack_summary(row) for row in page.stacks],

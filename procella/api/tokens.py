@@ -19,7 +19,7 @@ from procella.api.context import services
 from procella.api.responses import json_response, no_content
 from procella.auth.models import Role
 from procella.errors import BadRequest
-from procella.metadata.queries.auth import TokenRow
+from procella.metadata.base import TokenRow
 from procella.stacks.models import check_org_name
 
 _MAX_TEXT = 200

@@ -31,8 +31,8 @@ from procella.api.responses import check_update_id, int_arg, json_response, no_c
 from procella.errors import BadRequest, PayloadTooLarge
 from procella.metadata.base import UpdateRecord
 from procella.stacks.models import check_tags
-from procella.updates import checkpoints as cp
-from procella.updates import journal, pieces
+from procella.state import checkpoints as cp
+from procella.state import journal, pieces
 from procella.updates.service import Event
 
 _T = TypeVar("_T")
@@ -114,7 +114,7 @@ async def list_events(org: str, project: str, stack: str, kind: str, update_id: 
     )
     more = len(rows) == EVENTS_PAGE or update.ended_at is None
     token = str(rows[-1][0] if rows else after) if more else None
-    body = '{"events":[' + ",".join(wire.standard_json(text) for _, text in rows) + "],"
+    body = '{"events":[' + ",".join(strictjson.standard_json(text) for _, text in rows) + "],"
     body += '"continuationToken":' + json.dumps(token) + "}"
     return Response(body, status=200, content_type="application/json")
 

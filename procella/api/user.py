@@ -10,16 +10,11 @@ from procella.api.context import services
 from procella.api.errors import error_response
 from procella.api.responses import json_response
 from procella.errors import NotFound
-from procella.metadata.queries import auth as auth_q
 
 
 async def get_user() -> Response:
     caller = await principal()
-    if caller.site_admin:
-        async with services().meta.read() as conn:
-            orgs = await auth_q.list_org_names(conn)
-    else:
-        orgs = caller.orgs
+    orgs = await services().auth.org_names(caller)
     return json_response(wire.user(caller, orgs))
 
 

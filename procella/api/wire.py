@@ -5,16 +5,14 @@ Services never see these dicts; handlers convert on the way in and out.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from procella import strictjson
 from procella.api.body import field, require_object
 from procella.auth.models import Principal
 from procella.errors import BadRequest
-from procella.metadata.base import UpdateRecord
-from procella.metadata.queries.stacks import StackSummaryRow
+from procella.metadata.base import StackSummaryRow, UpdateRecord
 from procella.stacks.service import StackView
-from procella.strictjson import MAX_DEPTH, depth
 from procella.updates.models import HISTORY_RESULT, WIRE_STATUS
 from procella.updates.service import NewUpdate
 
@@ -83,41 +81,21 @@ def stack_summary(row: StackSummaryRow) -> dict[str, Any]:
     return out
 
 
-def _null(name: str) -> None:
-    return None
-
-
-def stored_json(text: str) -> Any:
-    """JSON the server stored. Rows written before bodies were held to float64 numbers and
-    to ``MAX_DEPTH`` may hold ``NaN`` or ``Infinity``, which Go cannot decode (those read
-    as null), or nest too deeply to answer with (the whole value reads as null)."""
-    if depth(text.encode()) > MAX_DEPTH:
-        return None
-    return json.loads(text, parse_constant=_null)
-
-
-def standard_json(text: str) -> str:
-    """A stored JSON text, re-encoded if it may hold ``NaN`` or ``Infinity`` (see above)."""
-    if "NaN" not in text and "Infinity" not in text:
-        return text
-    return json.dumps(stored_json(text), allow_nan=False)
-
-
 def update_info(update: UpdateRecord) -> dict[str, Any]:
     """``apitype.UpdateInfo``: one entry of ``stack history``."""
-    metadata = stored_json(update.metadata) or {}
+    metadata = strictjson.stored_json(update.metadata) or {}
     out: dict[str, Any] = {
         "updateID": update.id,
         "kind": update.kind,
         "startTime": seconds(update.started_at or update.created_at),
         "message": metadata.get("message", ""),
         "environment": metadata.get("environment", {}),
-        "config": stored_json(update.config) or {},
+        "config": strictjson.stored_json(update.config) or {},
         "result": HISTORY_RESULT[update.status],
         "endTime": seconds(update.ended_at),
         "version": update.version or 0,
     }
-    changes = stored_json(update.resource_changes) if update.resource_changes else None
+    changes = strictjson.stored_json(update.resource_changes) if update.resource_changes else None
     if changes is not None:
         out["resourceChanges"] = changes
     if update.resource_count is not None and update.resource_count >= 0:  # -1: none counted

@@ -16,10 +16,9 @@ from procella.auth.jwks import IssuerUnavailable, JwksCache, check_issuer_url
 from procella.auth.models import Principal, Role
 from procella.auth.service import AuthService
 from procella.errors import AlreadyExists, BadRequest, Conflict, NotFound, ProcellaError
-from procella.metadata.base import MetadataStore, UniqueViolation
+from procella.metadata.base import IssuerRow, MetadataStore, UniqueViolation
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import oidc as oidc_q
-from procella.metadata.queries.oidc import IssuerRow
 from procella.settings import Settings
 from procella.stacks.models import check_org_name
 

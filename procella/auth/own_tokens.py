@@ -13,7 +13,7 @@ from procella import audit
 from procella.auth.models import Principal, new_api_token
 from procella.auth.service import AuthService, IssuedToken, expiry, store_token, until
 from procella.errors import BadRequest, Forbidden, NotFound
-from procella.metadata.base import Connection
+from procella.metadata.base import Connection, TokenRow
 from procella.metadata.queries import auth as auth_q
 
 MAX_NAME = 100
@@ -24,7 +24,7 @@ class OwnTokens:
         self.auth = auth
         self.meta = auth.meta
 
-    async def list(self, principal: Principal) -> list[auth_q.TokenRow]:
+    async def list(self, principal: Principal) -> list[TokenRow]:
         _refuse_team(principal)
         async with self.meta.read() as conn:
             return await auth_q.list_tokens(conn, login=principal.login)

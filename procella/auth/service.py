@@ -12,7 +12,13 @@ from typing import Any
 from procella import audit
 from procella.auth.models import Grant, Principal, Role, TeamRef, new_api_token, token_hash
 from procella.errors import AlreadyExists, BadRequest, NotFound, Unauthorized
-from procella.metadata.base import Connection, MetadataStore, PrincipalRecord, UniqueViolation
+from procella.metadata.base import (
+    Connection,
+    MetadataStore,
+    PrincipalRecord,
+    TokenRow,
+    UniqueViolation,
+)
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import teams as team_q
 from procella.stacks.models import check_org_name
@@ -91,6 +97,13 @@ class AuthService:
         remaining = None if record.expires_at is None else (record.expires_at - now_ms) / 1000
         self.cache.put(key, found, remaining)
         return found
+
+    async def org_names(self, principal: Principal) -> list[str]:
+        """The organizations the caller belongs to; a site admin's are all of them."""
+        if not principal.site_admin:
+            return principal.orgs
+        async with self.meta.read() as conn:
+            return await auth_q.list_org_names(conn)
 
     async def ensure_admin(self, default_org: str, configured_token: str) -> Bootstrap:
         """Make sure the site administrator exists and can log in.
@@ -215,7 +228,7 @@ class AuthService:
 
     async def list_tokens(
         self, principal: Principal | None, org: str | None = None, login: str | None = None
-    ) -> list[auth_q.TokenRow]:
+    ) -> list[TokenRow]:
         """The tokens of ``org``'s members (for its admins), or, for the server's command
         line (``principal`` None), of any user."""
         if principal is not None:

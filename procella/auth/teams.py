@@ -14,11 +14,10 @@ from procella import audit
 from procella.auth.models import Principal, Role, permission_name
 from procella.auth.service import AuthService
 from procella.errors import AlreadyExists, BadRequest, NotFound
-from procella.metadata.base import Connection, MetadataStore, UniqueViolation
+from procella.metadata.base import Connection, MetadataStore, TokenRow, UniqueViolation
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import teams as team_q
-from procella.metadata.queries.auth import TokenRow
 from procella.stacks.models import check_org_name, check_project_name, check_stack_name
 
 _TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

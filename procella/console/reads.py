@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from procella.api.context import Services
 from procella.auth.models import Principal, Role
 from procella.errors import NotFound
-from procella.metadata.base import UpdateRecord
+from procella.metadata.base import StackSummaryRow, UpdateRecord
 from procella.metadata.queries import console as console_q
-from procella.metadata.queries.stacks import StackFilter, StackSummaryRow
+from procella.services import Services
 from procella.stacks.models import StackRef
 
 # With a search, at most this many pages of the org's stacks are read for one page of hits.
@@ -54,19 +53,13 @@ class ConsoleReads:
         each one's tags and newest update; ``search`` keeps those whose project or name
         contains it."""
         principal.require_member(org)
-        # The filter of GET /api/user/stacks: only the stacks the caller may read.
-        f = StackFilter(
-            member_user_id=None if principal.site_admin else principal.user_id,
-            team_id=None if principal.team is None else principal.team.id,
-            org=org,
-            project=project,
-            tag_name=tag_name,
-            tag_value=tag_value,
-        )
         rows: list[StackSummaryRow] = []
         needle = search.lower()
         for _ in range(_SEARCH_PAGES if needle else 1):
-            page = await self.s.stacks.list(principal, f, token)
+            # GET /api/user/stacks: only the stacks the caller may read.
+            page = await self.s.stacks.list(
+                principal, token, org=org, project=project, tag_name=tag_name, tag_value=tag_value
+            )
             rows.extend(r for r in page.stacks if needle in f"{r.project}/{r.name}".lower())
             token = page.continuation_token
             if token is None or len(rows) >= PAGE_SIZE:

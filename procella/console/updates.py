@@ -11,6 +11,7 @@ from typing import Any
 
 from quart import Response, render_template
 
+from procella import lifecycle
 from procella.api.context import services
 from procella.api.responses import check_update_id, stack_ref
 from procella.console import events as ev
@@ -19,7 +20,6 @@ from procella.console.pages import int_arg
 from procella.console.reads import ConsoleReads
 from procella.console.state import MASK, is_secret, masked
 from procella.metadata.base import UpdateRecord
-from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef
 
 # Events read per query, and at most per page (a huge update links to the next page).
@@ -29,7 +29,7 @@ EVENTS_PER_PAGE = 5000
 
 def is_live(update: UpdateRecord) -> bool:
     """Still producing events: started, not ended, and its lease not expired."""
-    return update.status in (update_q.RUNNING, update_q.NOT_STARTED) and update.ended_at is None
+    return update.status in (lifecycle.RUNNING, lifecycle.NOT_STARTED) and update.ended_at is None
 
 
 async def update_page(org: str, project: str, stack: str, version: int) -> str:

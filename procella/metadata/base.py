@@ -17,6 +17,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from procella.lifecycle import Lifecycle
+
 Row = tuple[Any, ...]
 
 # The message of the NotFound a store raises when a write refers to a row another request
@@ -169,10 +171,22 @@ class UpdateRecord:
     client_version: str = ""  # the CLI's version, from the start request's User-Agent
 
     @property
+    def lifecycle(self) -> Lifecycle:
+        """What ``procella.lifecycle`` decides its next step from."""
+        return Lifecycle(
+            self.id,
+            self.status,
+            self.is_preview,
+            self.lease_live,
+            self.checkpoint_seq,
+            self.checkpoint_sha,
+        )
+
+    @property
     def frozen(self) -> bool:
         """No checkpoint or journal entry can be added any more: the update ended or its
         lease expired (an expired lease is never renewed), so its state is final."""
-        return self.status not in ("not-started", "running") or not self.lease_live
+        return self.lifecycle.frozen
 
 
 @dataclass(frozen=True)
@@ -195,3 +209,69 @@ class CheckpointRecord:
     full_seq: int = 0
     base_version: int | None = None
     chain_bytes: int = 0  # delta bytes between the nearest full text and this state
+
+
+# Rows as the services list them.
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A token as listed: never its secret, nor its hash."""
+
+    id: str
+    login: str
+    name: str
+    description: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+    revoked_at: int | None
+    role: str | None  # in the org the listing is for
+
+
+@dataclass(frozen=True)
+class IssuerRow:
+    id: str
+    name: str
+    url: str
+    audiences: list[str]
+    max_expiration_s: int
+    policies: list[dict[str, Any]]  # as stored: Policy.to_json() of each
+    policy_version: int
+    created_at: int
+    modified_at: int
+
+
+@dataclass(frozen=True)
+class StackSummaryRow:
+    id: str
+    org: str
+    project: str
+    name: str
+    last_update_at: int | None
+    resource_count: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    org: str | None
+    at_ms: int
+    action: str
+    login: str
+    token_name: str
+    source_ip: str
+    request_id: str
+    target: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What ``page`` lists; None means any. Times are epoch milliseconds, inclusive."""
+
+    org: str | None = None
+    action: str | None = None
+    login: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None

@@ -7,7 +7,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from procella import audit
+from procella import audit, lifecycle
 from procella.auth.models import Principal, Role
 from procella.errors import (
     AlreadyExists,
@@ -22,7 +22,9 @@ from procella.metadata.base import (
     Connection,
     MetadataStore,
     StackRecord,
+    StackSummaryRow,
     UniqueViolation,
+    UpdateRecord,
 )
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
@@ -37,9 +39,9 @@ from procella.stacks.models import (
     is_storable_text,
 )
 from procella.stacks.rename import rename_deployment
-from procella.updates import checkpoints as cp
-from procella.updates.states import States
-from procella.updates.texts import StoredText
+from procella.state import checkpoints as cp
+from procella.state.states import States
+from procella.state.texts import StoredText
 
 LIST_PAGE_SIZE = 100
 CONFLICT_MESSAGE = "Another update is currently in progress."
@@ -58,12 +60,26 @@ class StackView:
 
 @dataclass(frozen=True)
 class StackPage:
-    stacks: list[stack_q.StackSummaryRow]
+    stacks: list[StackSummaryRow]
     continuation_token: str | None
 
 
 def stack_not_found(ref: StackRef) -> NotFound:
     return NotFound(f"Stack '{ref}' not found")
+
+
+async def free_if_abandoned(conn: Connection, stack_id: str) -> UpdateRecord | None:
+    """Free the stack from a running update whose CLI died (``lifecycle.abandon``: its
+    lease expired), as the garbage collector would a little later; return the update that
+    still holds the stack, if one does. The caller holds the stack row."""
+    running = await update_q.running_for_stack(conn, stack_id)
+    if running is None:
+        return None
+    abandoned = lifecycle.abandon(running.lifecycle)
+    if abandoned is None:
+        return running  # its lease is live
+    await update_q.end(conn, stack_id, running.lifecycle, abandoned)
+    return None
 
 
 class StackService:
@@ -101,8 +117,25 @@ class StackService:
             return await stack_q.project_exists(conn, org, project)
 
     async def list(
-        self, principal: Principal, f: stack_q.StackFilter, token: str | None
+        self,
+        principal: Principal,
+        token: str | None,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        tag_name: str | None = None,
+        tag_value: str | None = None,
     ) -> StackPage:
+        """A page of the stacks the caller may read (``GET /api/user/stacks``), narrowed by
+        the filters that are not None, after the page that ``token`` names."""
+        f = stack_q.StackFilter(
+            member_user_id=None if principal.site_admin else principal.user_id,
+            team_id=None if principal.team is None else principal.team.id,
+            org=org,
+            project=project,
+            tag_name=tag_name,
+            tag_value=tag_value,
+        )
         after = _decode_page_token(token) if token else None
         async with self.meta.read() as conn:
             rows = await stack_q.list_page(conn, f, after, LIST_PAGE_SIZE + 1)
@@ -150,7 +183,7 @@ class StackService:
         async with self.meta.transaction() as conn:
             stack = await _locked(conn, ref)
             if not force:
-                if await update_q.live_running_update(conn, stack.id) is not None:
+                if await free_if_abandoned(conn, stack.id) is not None:
                     raise UpdateConflict(CONFLICT_MESSAGE)
                 latest = await checkpoint_q.latest_summary(conn, stack.id)
                 if latest is not None and latest.resource_count > 0:
@@ -207,7 +240,7 @@ class StackService:
             stored = await self.texts.store(stack.id, renamed)
         async with self.meta.transaction() as conn:
             locked = await _locked(conn, ref)
-            if await update_q.live_running_update(conn, stack.id) is not None:
+            if await free_if_abandoned(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             # The state rewritten above must still be the current one: an update that was
             # ending meanwhile may have saved a newer checkpoint under the same version.
@@ -235,7 +268,7 @@ class StackService:
             locked = await _locked(conn, ref)
             if locked.id != stack.id:
                 raise Conflict("the stack changed during the import; try again")
-            if await update_q.live_running_update(conn, stack.id) is not None:
+            if await free_if_abandoned(conn, stack.id) is not None:
                 raise UpdateConflict(CONFLICT_MESSAGE)
             version = await stack_q.next_version(conn, stack.id)
             await audit.record_on_stack(
@@ -306,7 +339,7 @@ def _renamed_state(text: bytes, old: StackRef, new: StackRef) -> bytes:
     return json.dumps(wrapper, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _encode_page_token(row: stack_q.StackSummaryRow) -> str:
+def _encode_page_token(row: StackSummaryRow) -> str:
     raw = json.dumps([row.org, row.project, row.name], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode()
 

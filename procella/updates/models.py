@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-from procella.metadata.queries import updates as q
+from procella import lifecycle as lc
 
 # Kinds an update can be created with (the path segment of POST STACK/{kind}).
 UPDATE_KINDS = ("update", "preview", "refresh", "destroy")
 
 # apitype.UpdateStatus, as `GET STACK/update/{id}` reports it.
 WIRE_STATUS = {
-    q.NOT_STARTED: "not started",
-    q.RUNNING: "running",
-    q.SUCCEEDED: "succeeded",
-    q.FAILED: "failed",
-    q.CANCELLED: "cancelled",
+    lc.NOT_STARTED: "not started",
+    lc.RUNNING: "running",
+    lc.SUCCEEDED: "succeeded",
+    lc.FAILED: "failed",
+    lc.CANCELLED: "cancelled",
 }
 
 # apitype.UpdateResult, as `stack history` reports it. The enum has no "cancelled".
 HISTORY_RESULT = {
-    q.NOT_STARTED: "not-started",
-    q.RUNNING: "in-progress",
-    q.SUCCEEDED: "succeeded",
-    q.FAILED: "failed",
-    q.CANCELLED: "failed",
+    lc.NOT_STARTED: "not-started",
+    lc.RUNNING: "in-progress",
+    lc.SUCCEEDED: "succeeded",
+    lc.FAILED: "failed",
+    lc.CANCELLED: "failed",
 }
 
 # What `POST .../complete` may set.
-COMPLETE_STATUSES = {"succeeded": q.SUCCEEDED, "failed": q.FAILED, "cancelled": q.CANCELLED}
+COMPLETE_STATUSES = {"succeeded": lc.SUCCEEDED, "failed": lc.FAILED, "cancelled": lc.CANCELLED}

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from procella import audit, metrics
+from procella import audit, lifecycle, metrics
 from procella.auth.models import Principal, Role, new_lease_token, token_hash
 from procella.errors import (
     BadRequest,
@@ -31,15 +31,22 @@ from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import events as event_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import stacks as stack_q
+from procella.metadata.queries import stats as stats_q
 from procella.metadata.queries import updates as update_q
 from procella.stacks.models import StackRef, check_tags
-from procella.stacks.service import CONFLICT_MESSAGE, StackService, stack_not_found
-from procella.updates import checkpoints as cp
+from procella.stacks.service import (
+    CONFLICT_MESSAGE,
+    StackService,
+    free_if_abandoned,
+    stack_not_found,
+)
+from procella.state import checkpoints as cp
+from procella.state import pieces
+from procella.state.journal import JournalEntry
+from procella.state.states import States
 from procella.updates import events as stored_events
-from procella.updates import pieces, steps
-from procella.updates.journal import JournalEntry
+from procella.updates import steps
 from procella.updates.models import COMPLETE_STATUSES
-from procella.updates.states import States
 from procella.updates.steps import StepWriter
 
 log = logging.getLogger(__name__)
@@ -135,11 +142,10 @@ class UpdateService:
             update = await update_q.get(conn, update_id, lock=True)
             if stack is None or update is None or update.stack_id != stack.id:
                 raise NotFound(f"update '{update_id}' not found")
-            if update.status != update_q.NOT_STARTED:
-                raise Conflict(f"update '{update_id}' was already started")
+            lifecycle.start(update.lifecycle)
             version = stack.version
             if not update.is_preview:
-                if await update_q.live_running_update(conn, stack.id) is not None:
+                if await free_if_abandoned(conn, stack.id) is not None:
                     raise UpdateConflict(CONFLICT_MESSAGE)
                 version = await stack_q.next_version(conn, stack.id)
                 await stack_q.set_active_update(conn, stack.id, update.id)
@@ -186,10 +192,10 @@ class UpdateService:
             update = await update_q.get(conn, update_id, lock=True)
             if stack is None or update is None or update.stack_id != stack.id:
                 raise NotFound(f"update '{update_id}' not found")
-            if update.status in update_q.TERMINAL:
-                return
-            await update_q.finish(conn, update.id, update_q.CANCELLED)
-            await stack_q.clear_active_update(conn, stack.id, update.id)
+            cancelled = lifecycle.cancel(update.lifecycle)
+            if cancelled is None:
+                return  # it has ended
+            await update_q.end(conn, stack.id, update.lifecycle, cancelled)
             if not update.is_preview:
                 await audit.record_on_stack(
                     conn,
@@ -230,6 +236,12 @@ class UpdateService:
         async with self.meta.read() as conn:
             return await update_q.history(conn, stack.id, page_size, (page - 1) * page_size)
 
+    async def running_counts(self) -> list[tuple[str, bool, bool, int]]:
+        """``(kind, is_preview, lease live, count)`` of every running update in the
+        deployment (the ``/metrics`` gauges): one grouped count."""
+        async with self.meta.read() as conn:
+            return await stats_q.running_updates(conn)
+
     # Update-token calls ----------------------------------------------------------------
 
     # The API checks the token before it reads a request body, so a caller without a lease
@@ -244,18 +256,18 @@ class UpdateService:
     async def authorize(self, ref: StackRef, update_id: str, token: str) -> UpdateRecord:
         """The update, if ``token`` is its lease, still live, and ``ref`` names its stack."""
         update = await self.identify(ref, update_id, token)
-        if update.status != update_q.RUNNING or not update.lease_live:
-            raise LeaseInvalid("the update's lease has expired or the update has ended")
+        lifecycle.check_live(update.lifecycle)
         return update
 
     async def renew(self, update: UpdateRecord, token: str, duration: int) -> int:
         """Extend the lease by ``duration`` seconds (capped); returns the new expiry."""
+        lifecycle.renew(update.lifecycle)
         seconds = max(1, min(duration, self.lease_max_seconds))
         async with self.meta.transaction() as conn:
             expires = await update_q.renew_lease(conn, update.id, token_hash(token), seconds * 1000)
         metrics.LEASE_RENEWALS.labels("refused" if expires is None else "renewed").inc()
-        if expires is None:
-            raise LeaseInvalid("the update's lease has expired or the update has ended")
+        if expires is None:  # it ended or expired since it was read
+            raise LeaseInvalid(lifecycle.LEASE_ENDED)
         return expires
 
     async def save_full(
@@ -285,8 +297,8 @@ class UpdateService:
         if check is not None and not retry and sequence != update.checkpoint_seq + 1:
             # Out of turn: a text that is no deployment is still a 400 before it is a 409.
             await asyncio.to_thread(steps.check_alone, text, check)
-        if self._already_saved(update, sequence, digest):
-            return
+        if lifecycle.checkpoint(update.lifecycle, sequence, digest) is None:
+            return  # a retry of the last saved step
         stored = await self.steps.store(update, token, text, digest, check=check)
         metrics.STEP_BYTES.labels("whole").observe(stored)
 
@@ -305,8 +317,8 @@ class UpdateService:
         resends the same step verbatim.
         """
         _check_checkpointing(update)
-        if self._already_saved(update, sequence, digest):
-            return
+        if lifecycle.checkpoint(update.lifecycle, sequence, digest) is None:
+            return  # a retry of the last saved step
         if update.checkpoint_seq == 0 or update.checkpoint_sha is None:
             raise BadRequest("no previous checkpoint in this update to apply a delta to")
         prev = await self.steps.previous_text(update)
@@ -316,20 +328,6 @@ class UpdateService:
             raise BadRequest(f"checkpoint hash mismatch: expected {digest}, got {actual}")
         stored = await self.steps.store(update, token, text, digest, edits)
         metrics.STEP_BYTES.labels("delta").observe(stored)
-
-    @staticmethod
-    def _already_saved(update: UpdateRecord, sequence: int, digest: str) -> bool:
-        """True for a retry of the last saved step; raise for any other out-of-turn number."""
-        if update.is_preview:
-            raise BadRequest("a preview has no checkpoints")
-        if sequence == update.checkpoint_seq and digest == update.checkpoint_sha:
-            return True
-        if sequence != update.checkpoint_seq + 1:
-            raise Conflict(
-                f"checkpoint sequence number {sequence} is out of order: "
-                f"the next one is {update.checkpoint_seq + 1}"
-            )
-        return False
 
     async def save_journal(
         self, update: UpdateRecord, token: str, entries: list[JournalEntry]
@@ -352,7 +350,7 @@ class UpdateService:
         async with self.meta.transaction() as conn:
             count = await journal_q.lock_live(conn, update.id, token_hash(token))
             if count is None:
-                raise LeaseInvalid("the update's lease has expired or the update has ended")
+                raise LeaseInvalid(lifecycle.LEASE_ENDED)
             known = await journal_q.bodies(conn, update.id, list(batch))
             for sequence_id, body in known.items():
                 if batch[sequence_id].body != body:
@@ -390,10 +388,8 @@ class UpdateService:
         final = COMPLETE_STATUSES.get(status)
         if final is None:
             raise BadRequest(f"invalid status {status!r}: use succeeded, failed or cancelled")
-        if update.status in update_q.TERMINAL:
-            if update.status == final:
-                return
-            raise Conflict(f"update '{update.id}' has already ended: {update.status}")
+        if lifecycle.complete(update.lifecycle, final) is None:
+            return  # a retry
         changes, count = await self._results(update)
         journaled = recounted = None
         if update.journal_version == 1 and not update.is_preview:
@@ -408,10 +404,9 @@ class UpdateService:
             locked = await update_q.get(conn, update.id, lock=True)
             if locked is None:  # its stack was deleted meanwhile
                 raise NotFound(f"update '{update.id}' not found")
-            if locked.status == final and locked.status in update_q.TERMINAL:
-                return
-            if locked.status != update_q.RUNNING or not locked.lease_live:
-                raise LeaseInvalid("the update's lease has expired or the update has ended")
+            completed = lifecycle.complete_locked(locked.lifecycle, final)
+            if completed is None:
+                return  # a retry that raced this one
             if journaled is not None:
                 if locked.journal_count != journaled.entries:
                     # A batch landed after the replay read the journal: replay again.
@@ -424,11 +419,15 @@ class UpdateService:
                 await checkpoint_q.set_resource_count(
                     conn, locked.stack_id, locked.version, recounted
                 )
-            await update_q.finish(
-                conn, update.id, final, resource_changes=changes, resource_count=count
+            await update_q.end(
+                conn,
+                update.stack_id,
+                locked.lifecycle,
+                completed,
+                resource_changes=changes,
+                resource_count=count,
             )
             if not update.is_preview:
-                await stack_q.clear_active_update(conn, update.stack_id, update.id)
                 await stack_q.record_update_time(conn, update.stack_id)
                 await audit.record_on_stack(
                     conn,

@@ -1,13 +1,13 @@
 """Storing checkpoint steps as what changed, and settling them when the update completes.
 
 A step stores its delta from the previous text: the CLI's own edits for a delta checkpoint,
-or edits the server finds (``procella.updates.deltas``) for a whole one and for the first
+or edits the server finds (``procella.state.deltas``) for a whole one and for the first
 step of an update, whose previous text is the version before's. Rebuilding a text costs
 its full text plus the deltas since, so once those deltas outweigh the text (``chain``
 bytes), the step stores a full text instead (compaction) and the one it supersedes, with
 its deltas, is deleted at once. Work per step is O(change) in bytes written; the full text
 is hashed and compared, and a whole checkpoint is parsed only where it changed
-(``procella.updates.pieces``); a delta's text is not parsed at all. ``finish`` parses the
+(``procella.state.pieces``); a delta's text is not parsed at all. ``finish`` parses the
 final text once, at the end of the update, to count its resources and prove it is a
 deployment.
 """
@@ -17,15 +17,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from procella import strictjson
+from procella import lifecycle, strictjson
 from procella.auth.models import token_hash
-from procella.errors import BadRequest, Conflict, LeaseInvalid, NotFound
+from procella.errors import BadRequest, Conflict, NotFound
 from procella.metadata.base import Connection, MetadataStore, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import updates as update_q
-from procella.updates import checkpoints as cp
-from procella.updates import deltas, pieces
-from procella.updates.states import States
+from procella.state import checkpoints as cp
+from procella.state import deltas, pieces
+from procella.state.states import States
 
 # Compact when rebuilding would read more delta bytes than this many texts' worth; at
 # complete, a lower bar, so the next update starts from a short chain.
@@ -189,8 +189,7 @@ async def _explain_lost_race(conn: Connection, update_id: str, seq: int, digest:
     now = await update_q.get(conn, update_id)
     if now is None:  # its stack was deleted meanwhile
         raise NotFound(f"update '{update_id}' not found")
-    if now.status != update_q.RUNNING or not now.lease_live:
-        raise LeaseInvalid("the update's lease has expired or the update has ended")
+    lifecycle.check_live(now.lifecycle)
     if now.checkpoint_seq == seq and now.checkpoint_sha == digest:
         return
     raise Conflict(

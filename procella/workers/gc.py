@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from procella import audit, metrics
+from procella import audit, lifecycle, metrics
 from procella.blobs.base import BlobStore
 from procella.errors import NotFound
 from procella.metadata.base import MetadataStore
@@ -24,11 +24,12 @@ from procella.metadata.queries import audit as audit_q
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import gc as gc_q
 from procella.metadata.queries import journal as journal_q
+from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
-from procella.updates.cache import CheckpointCache
-from procella.updates.states import States
-from procella.updates.texts import CheckpointTexts
+from procella.state.cache import CheckpointCache
+from procella.state.states import States
+from procella.state.texts import CheckpointTexts
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,15 @@ async def cancel_expired_leases(meta: MetadataStore, grace_ms: int) -> int:
         expired = await gc_q.expired_leases(conn, grace_ms)
     cancelled = 0
     for update_id, stack_id, kind, is_preview in expired:
+        running = lifecycle.Lifecycle(update_id, lifecycle.RUNNING, is_preview, lease_live=False)
+        abandoned = lifecycle.abandon(running)
+        assert abandoned is not None
         async with meta.transaction() as conn:
-            done = await gc_q.cancel_expired_lease(conn, update_id, stack_id, grace_ms)
+            # The stack row first, then the update's: the order every writer uses (start,
+            # cancel, complete), so the collector never deadlocks with them.
+            await stack_q.get_by_id(conn, stack_id, lock=True)
+            # Only if its lease is still expired past the grace (it may have ended since).
+            done = await update_q.end(conn, stack_id, running, abandoned, lease_ended_ms=grace_ms)
             if done and not is_preview:
                 await audit.record_on_stack(
                     conn,

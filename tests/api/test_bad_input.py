@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from typing import Any
@@ -715,3 +716,40 @@ async def test_create_stack_with_tags_of_the_wrong_type_is_400(world: World, tag
     response = await api.call("POST", f"/api/stacks/{DEFAULT_ORG}/proj", body)
     assert "tags must be a JSON object" in await assert_error(response, 400)
     assert await world.snapshot() == before
+
+
+async def test_a_nul_in_an_update_id_is_404_on_every_backend(api: Api) -> None:
+    """The update id in the URL is never validated; PostgreSQL text cannot hold NUL and
+    psycopg's DataError is not translated.
+
+    (On PostgreSQL it answered 500 instead of 404.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    bad = f"/api/stacks/{S}/update/x%00y"
+    failures = []
+    for method, path, lease in (
+        ("GET", bad, None),
+        ("POST", bad, None),
+        ("POST", f"{bad}/cancel", None),
+        ("GET", f"{bad}/events", None),
+        ("POST", f"{bad}/complete", update.token),
+        ("POST", f"{bad}/renew_lease", update.token),
+    ):
+        body = {"status": "succeeded"} if path.endswith("complete") else {"duration": 300}
+        response = await api.call(method, path, body, lease=lease)
+        if response.status_code != 404:
+            failures.append((method, path, response.status_code))
+    assert failures == []
+
+
+async def test_a_nul_in_a_stack_list_continuation_token_is_not_500(api: Api) -> None:
+    """The decoded continuation token of ``GET /api/user/stacks`` goes to SQL unchecked.
+
+    (On PostgreSQL it answered 500 instead of 400.)
+    """
+    await api.new_stack(S)
+    token = base64.urlsafe_b64encode(json.dumps(["a\x00", "b", "c"]).encode()).decode()
+    response = await api.call("GET", "/api/user/stacks", query={"continuationToken": token})
+    if response.status_code != 200:
+        await assert_error(response, 400)

@@ -9,7 +9,9 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
+from quart import typing as quart_typing
 
+from procella.metadata.queries import stacks as stack_q
 from procella.settings import Settings
 from tests import services
 from tests.helpers import (
@@ -23,6 +25,7 @@ from tests.helpers import (
     delta_between,
     sha256_hex,
     text_edit,
+    until_blocked,
     untyped,
 )
 
@@ -620,3 +623,25 @@ async def test_an_out_of_turn_verbatim_that_is_no_deployment_is_400_before_409(
     bad = cli_text(2).replace(b'{"version":3,', b'{"version":9,', 1)
     await assert_error(await api.verbatim(update, bad, 5, version=9), 400)
     await assert_error(await api.verbatim(update, cli_text(2), 5), 409)
+
+
+async def test_a_checkpoint_racing_a_forced_stack_delete_is_404(
+    app: quart_typing.TestAppProtocol, api: Api
+) -> None:
+    """A checkpoint authorized just before ``stack rm --force`` commits finds its update
+    row gone at the compare-and-set; ``_explain_lost_race`` asserts the row exists.
+
+    (It answered 500, an AssertionError, instead of 404.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    meta = app.app.extensions["procella"].meta
+    async with meta.transaction() as conn:
+        stack = await stack_q.get(conn, DEFAULT_ORG, "proj", "dev", lock=True)
+        assert stack is not None
+        # The update row is locked too, as the DELETE's cascade does on PostgreSQL.
+        await conn.execute("SELECT id FROM updates WHERE id = ? FOR UPDATE", (update.id,))
+        await stack_q.delete(conn, stack.id)
+        save = asyncio.create_task(api.verbatim(update, compact(untyped(1)), 1))
+        await until_blocked(app)  # authorized; now waiting for the update row
+    await assert_error(await save, 404)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from typing import Any
 
 import pytest
 
 from procella.auth.models import Role
+from procella.stacks import service as stack_service
+from procella.strictjson import MAX_DEPTH
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
     assert_error,
     assert_ok,
     body_json,
+    compact,
     untyped,
 )
 
@@ -321,3 +326,78 @@ async def test_create_stack_body_is_validated(api: Api) -> None:
     ):
         await assert_error(await api.call("POST", path, raw=raw), 400)
     assert (await api.list_stacks())["stacks"] == []
+
+
+async def test_rename_racing_the_end_of_an_update_keeps_its_last_checkpoint(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename reads the state, rewrites it for the new name (outside any transaction),
+    then commits. An update that starts, saves a checkpoint and completes in between must
+    not be lost: the rename writing back the state it read would forget the resources
+    that update created.
+
+    The rename must either refuse (409: an update was running when it read the state,
+    or the state changed before it committed) or rename the current state. The test
+    holds the rename inside its rewrite until the update has ended, so the race happens
+    every time.
+    """
+    await api.new_stack(S)
+    await assert_ok(await api.import_state(S, untyped(5)), 200)
+    body = {"newName": "prod", "newProject": "proj"}
+
+    # While an update runs, the rename is refused outright.
+    running = await api.started(S)
+    await assert_error(await api.call("POST", f"/api/stacks/{S}/rename", body), 409)
+    await assert_ok(await api.complete(running), 204)
+
+    reading, resume = threading.Event(), threading.Event()
+    rewrite = stack_service._renamed_state
+
+    def paused(text: bytes, old: Any, new: Any) -> bytes:
+        reading.set()
+        resume.wait(30)
+        return rewrite(text, old, new)
+
+    monkeypatch.setattr(stack_service, "_renamed_state", paused)
+    rename = asyncio.create_task(api.call("POST", f"/api/stacks/{S}/rename", body))
+    try:
+        assert await asyncio.to_thread(reading.wait, 10), "the rename never read the state"
+        update = await api.started(S)
+        final = compact(untyped(2))  # e.g. a destroy that kept two resources
+        await assert_ok(await api.verbatim(update, final, 1), 204)
+        await assert_ok(await api.complete(update), 204)
+    finally:
+        resume.set()
+
+    response = await rename
+    if response.status_code == 409:
+        return  # refusing the rename is correct too
+    await assert_ok(response, 204)
+    exported = json.loads(await api.export_bytes(f"{DEFAULT_ORG}/proj/prod"))
+    resources = exported["deployment"].get("resources", [])
+    assert len(resources) == 2, (
+        f"the rename brought back a stale state of {len(resources)} resources; "
+        "the update's last checkpoint (2 resources) is lost"
+    )
+
+
+async def test_a_stack_whose_state_nests_deeply_can_still_be_renamed(api: Api) -> None:
+    """Checkpoints and imports used to accept JSON nested as deep as Python's C decoder
+    allowed (~990 levels); the rename rewrite (``Renamer.value``) spends two Python frames
+    per level, so a state nested 600 deep could be stored but never renamed (a 500).
+    Bodies now nest at most MAX_DEPTH levels, and a state that deep renames.
+    """
+    await api.new_stack(S)
+    state = untyped(2)
+    value: Any = 1
+    for _ in range(600):
+        value = {"v": value}
+    state["deployment"]["resources"][1]["outputs"] = {"deep": value}
+    await assert_error(await api.import_state(S, state), 400)
+    value = 1
+    for _ in range(MAX_DEPTH - 5):  # in the body, deployment, resources, resource, outputs
+        value = {"v": value}
+    state["deployment"]["resources"][1]["outputs"] = {"deep": value}
+    await assert_ok(await api.import_state(S, state), 200)
+    body = {"newName": "prod", "newProject": "proj"}
+    await assert_ok(await api.call("POST", f"/api/stacks/{S}/rename", body), 204)

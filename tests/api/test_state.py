@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from quart import typing as quart_typing
+
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -11,6 +13,7 @@ from tests.helpers import (
     assert_ok,
     body_json,
     compact,
+    expire_lease,
     untyped,
 )
 
@@ -220,3 +223,19 @@ async def test_latest_update(api: Api) -> None:
     assert info["version"] == 1
     assert info["kind"] == "update"
     assert info["result"] == "succeeded"
+
+
+async def test_import_after_an_abandoned_update_is_not_refused(
+    app: quart_typing.TestAppProtocol, api: Api
+) -> None:
+    """After a CLI dies mid-update its lease expires; ``start`` then takes the stack over
+    (``free_if_abandoned``) and ``stack rm`` ignores it, but import (every ``pulumi state ...``
+    command) and rename still answer "Another update is currently in progress." until the
+    garbage collector runs (lease grace 30 s + up to one GC interval).
+
+    (They answered 409.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    await expire_lease(app, update.id)
+    await assert_ok(await api.import_state(S, untyped(1)), 200)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 
 import pytest
 from quart import typing as quart_typing
 
+from procella.metadata.queries import stacks as stack_q
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -19,6 +21,7 @@ from tests.helpers import (
     expire_lease,
     stdout_event,
     step_events,
+    until_blocked,
     untyped,
 )
 
@@ -426,3 +429,141 @@ async def test_events_listing_rejects_a_bad_continuation_token(api: Api, stack: 
             "GET", f"{update.path}/events", query={"continuationToken": token}
         )
         await assert_error(response, 400)
+
+
+async def test_update_token_routes_check_the_lease_before_reading_the_body(api: Api) -> None:
+    """Anyone can send ``Authorization: update-token <anything>``; the body (up to
+    PROCELLA_MAX_INFLATED_BYTES = 256 MiB inflated, then parsed into Python objects) is
+    processed before the lease is looked at (procella section 11, item 14).
+
+    (It answered 400, the body parsed first, instead of 403.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    routes = [
+        ("PATCH", "checkpoint"),
+        ("PATCH", "checkpointverbatim"),
+        ("PATCH", "checkpointdelta"),
+        ("POST", "events/batch"),
+        ("POST", "complete"),
+        ("POST", "renew_lease"),
+    ]
+    failures = []
+    for method, suffix in routes:
+        response = await api.call(
+            method,
+            f"{update.path}/{suffix}",
+            raw=b"[" * 10_000 + b"not json",
+            gzip_body=True,
+            lease="not-the-lease-of-this-update",
+        )
+        if response.status_code != 403:
+            failures.append((suffix, response.status_code))
+    assert failures == [], f"body processed before the lease was checked: {failures}"
+
+
+async def test_a_bogus_update_token_cannot_make_the_server_inflate_a_large_body(
+    api: Api,
+) -> None:
+    """The same, measured: 200 MiB of zeros gzip to ~200 KiB; with a made-up lease the
+    server inflates all of it before answering.
+
+    (It answered 413 after inflating, instead of a quick 403.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    bomb = gzip.compress(b" " * (200 << 20), compresslevel=9)
+    started = time.monotonic()
+    response = await api.call(
+        "PATCH",
+        f"{update.path}/checkpointverbatim",
+        raw=bomb,
+        headers={"Content-Encoding": "gzip"},
+        lease="made-up",
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 403, (response.status_code, f"{elapsed:.2f}s")
+
+
+async def test_creating_an_update_while_the_stack_is_being_deleted_is_404(
+    app: quart_typing.TestAppProtocol, api: Api
+) -> None:
+    """``POST STACK/update`` resolves the stack, then inserts the update in a separate
+    transaction; a ``stack rm`` committing in between makes the insert break the foreign
+    key, which neither store translates.
+
+    (It answered 500 instead of 404.)
+    """
+    await api.new_stack(S)
+    meta = app.app.extensions["procella"].meta
+    async with meta.transaction() as conn:
+        stack = await stack_q.get(conn, DEFAULT_ORG, "proj", "dev", lock=True)
+        assert stack is not None
+        await stack_q.delete(conn, stack.id)  # the DELETE STACK request, not yet committed
+        create = asyncio.create_task(api.create_update(S))
+        await until_blocked(app)  # it waits for our lock, to read the stack under it
+    await assert_error(await create, 404)
+
+
+async def test_cancel_and_complete_of_one_update_do_not_deadlock(
+    app: quart_typing.TestAppProtocol, api: Api
+) -> None:
+    """``complete`` locks the update row, then updates the stack row; ``cancel`` (and
+    ``start``) lock the stack row, then the update row. When they meet, PostgreSQL
+    detects a deadlock after deadlock_timeout (1 s) and aborts one: a 503.
+
+    (On PostgreSQL one of them answered 503.) The test holds
+    the update row until complete waits for it and then cancel waits too, so both meet.
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    meta = app.app.extensions["procella"].meta
+    async with meta.transaction() as conn:
+        await conn.execute("SELECT id FROM updates WHERE id = ? FOR UPDATE", (update.id,))
+        complete = asyncio.create_task(api.complete(update))
+        await until_blocked(app)  # complete waits for the update row
+        cancel = asyncio.create_task(api.cancel(update))
+        await until_blocked(app, 2)  # and cancel waits too, behind it or for the stack row
+    responses = [await complete, await cancel]
+    statuses = [r.status_code for r in responses]
+    assert 503 not in statuses and 500 not in statuses, statuses
+
+
+async def test_a_summary_event_that_is_not_an_object_does_not_break_complete(api: Api) -> None:
+    """``events/batch`` accepts any non-null ``summaryEvent``; ``complete`` then calls
+    ``.get`` on it, and every retry of complete fails, so the stack stays locked until
+    the lease expires.
+
+    (Complete answered 500.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    event = {"sequence": 0, "timestamp": 1, "summaryEvent": "done"}
+    response = await api.events(update, [event])
+    if response.status_code == 400:
+        return  # refusing the event is fine
+    await assert_ok(response, 204)
+    await assert_ok(await api.complete(update), 204)
+    assert (await api.stack_json(S))["activeUpdate"] == ""
+
+
+async def test_history_stays_readable_by_the_cli_after_odd_resource_changes(api: Api) -> None:
+    """``summaryEvent.resourceChanges`` is copied to the history unchecked; the CLI decodes
+    it as ``map[OpType]int``, so one odd event breaks ``pulumi stack history`` for good.
+
+    (The history served ``{"create": "3"}``.)
+    """
+    await api.new_stack(S)
+    update = await api.started(S)
+    event = {
+        "sequence": 0,
+        "timestamp": 1,
+        "summaryEvent": {"resourceChanges": {"create": "3"}, "maybeCorrupt": False},
+    }
+    response = await api.events(update, [event])
+    if response.status_code == 400:
+        return
+    await assert_ok(await api.complete(update), 204)
+    for info in await api.history(S):
+        for op, count in (info.get("resourceChanges") or {}).items():
+            assert isinstance(count, int), (op, count)

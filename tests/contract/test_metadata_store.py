@@ -12,7 +12,7 @@ import pytest
 
 from procella.errors import TransientStoreError
 from procella.metadata import migrations
-from procella.metadata.base import MetadataStore, UniqueViolation, UpdateRecord
+from procella.metadata.base import MetadataStore, StackSummaryRow, UniqueViolation, UpdateRecord
 from procella.metadata.postgres import PostgresStore
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
@@ -21,7 +21,7 @@ from procella.metadata.queries import new_id
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
-from procella.updates.texts import StoredText
+from procella.state.texts import StoredText
 from tests.contract.conftest import StoreFactory
 
 
@@ -290,9 +290,7 @@ async def test_list_page_is_keyset_ordered(meta: MetadataStore) -> None:
     assert seen == [f"acme/s{i}" for i in range(7)] + ["other-org/x"]
 
 
-async def _page(
-    meta: MetadataStore, after: tuple[str, str, str] | None
-) -> list[stack_q.StackSummaryRow]:
+async def _page(meta: MetadataStore, after: tuple[str, str, str] | None) -> list[StackSummaryRow]:
     async with meta.read() as conn:
         return await stack_q.list_page(conn, stack_q.StackFilter(None), after, 3)
 

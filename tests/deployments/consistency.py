@@ -267,15 +267,21 @@ def ecs_problems(root: Path) -> list[str]:
 def caddy_problems(root: Path) -> list[str]:
     problems: list[str] = []
     for env in ((), tuple(sorted(render.caddy_env_from_compose(root).items()))):
-        proxy = render.reverse_proxy(render.caddy_model(root, env))
-        uri = proxy.get("health_checks", {}).get("active", {}).get("uri")
-        if uri != LIVENESS:
-            problems.append(f"Caddyfile: active health check uri {uri}, want {LIVENESS}")
-        transport = proxy.get("transport", {})
-        for key in ("read_timeout", "write_timeout", "response_header_timeout"):
-            seconds = transport.get(key, 0) / 1e9
-            if seconds < REQUEST_TIMEOUT_SECONDS:
-                problems.append(f"Caddyfile: {key} {seconds}s < {REQUEST_TIMEOUT_SECONDS}s")
+        for _, proxy in render.reverse_proxies(render.caddy_model(root, env)):
+            problems.extend(_proxy_problems(proxy))
+    return problems
+
+
+def _proxy_problems(proxy: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    uri = proxy.get("health_checks", {}).get("active", {}).get("uri")
+    if uri != LIVENESS:
+        problems.append(f"Caddyfile: active health check uri {uri}, want {LIVENESS}")
+    transport = proxy.get("transport", {})
+    for key in ("read_timeout", "write_timeout", "response_header_timeout"):
+        seconds = transport.get(key, 0) / 1e9
+        if seconds < REQUEST_TIMEOUT_SECONDS:
+            problems.append(f"Caddyfile: {key} {seconds}s < {REQUEST_TIMEOUT_SECONDS}s")
     return problems
 
 

@@ -125,21 +125,28 @@ def caddy_env_from_compose(root: Path) -> dict[str, str]:
     return {k: str(v) for k, v in service.get("environment", {}).items() if k.startswith("CADDY_")}
 
 
-def reverse_proxy(model: dict[str, Any]) -> dict[str, Any]:
-    """The single reverse_proxy handler of an adapted Caddyfile, however deeply nested."""
-    found: list[dict[str, Any]] = []
+def reverse_proxies(model: dict[str, Any]) -> list[tuple[list[Any] | None, dict[str, Any]]]:
+    """The reverse_proxy handlers of an adapted Caddyfile, however deeply nested, in order,
+    each with the matchers of its route (None: every request)."""
+    found: list[tuple[list[Any] | None, dict[str, Any]]] = []
 
     def walk(routes: list[dict[str, Any]]) -> None:
         for route in routes:
             for handler in route.get("handle", []):
                 if handler.get("handler") == "reverse_proxy":
-                    found.append(handler)
+                    found.append((route.get("match"), handler))
                 walk(handler.get("routes", []))
 
     for server in model["apps"]["http"]["servers"].values():
         walk(server.get("routes", []))
-    assert len(found) == 1, f"expected one reverse_proxy, found {len(found)}"
-    return found[0]
+    return found
+
+
+def reverse_proxy(model: dict[str, Any]) -> dict[str, Any]:
+    """The reverse_proxy handler that takes every request no other route matched."""
+    catch_all = [handler for match, handler in reverse_proxies(model) if match is None]
+    assert len(catch_all) == 1, f"expected one catch-all reverse_proxy, found {len(catch_all)}"
+    return catch_all[0]
 
 
 # dockerfile ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from . import render, tools
 
@@ -52,8 +53,27 @@ def test_round_robin_with_health_checks_retries_and_http11(repo: Path) -> None:
     (server,) = model["apps"]["http"]["servers"].values()
     assert server["automatic_https"]["disable"] is True
     proxy = render.reverse_proxy(model)
+    assert proxy["load_balancing"]["selection_policy"]["policy"] == "round_robin"
+    _expect_health_checks_retries_and_http11(proxy)
+
+
+def test_an_updates_requests_hash_on_its_lease_to_the_same_replicas(repo: Path) -> None:
+    (lease, lease_proxy), (rest, rest_proxy) = render.reverse_proxies(render.caddy_model(repo))
+    assert lease == [{"header": {"Authorization": ["update-token *"]}}]
+    assert lease_proxy["load_balancing"]["selection_policy"] == {
+        "policy": "header",
+        "field": "Authorization",
+    }
+    assert rest is None
+    _expect_health_checks_retries_and_http11(lease_proxy)
+    # One set of replicas and settings: the routes differ only in how they pick one.
+    for proxy in (lease_proxy, rest_proxy):
+        del proxy["load_balancing"]["selection_policy"]
+    assert lease_proxy == rest_proxy
+
+
+def _expect_health_checks_retries_and_http11(proxy: dict[str, Any]) -> None:
     balancing = proxy["load_balancing"]
-    assert balancing["selection_policy"]["policy"] == "round_robin"
     # Without a try duration a dead replica answers 502 until the health check notices.
     assert balancing.get("try_duration", 0) > 0
     assert balancing.get("try_interval", 0) > 0

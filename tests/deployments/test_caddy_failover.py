@@ -1,7 +1,8 @@
 """The Caddyfile under load-balancing conditions: real Caddy, three stub replicas, one killed.
 
-Validation only proves the file parses; this proves round-robin and that a refused connection
-costs a retry on another replica, not a 502, even for a request with a body.
+Validation only proves the file parses; this proves round-robin, that an update's requests
+stay on one replica, and that a refused connection costs a retry on another replica, not a
+502, even for a request with a body.
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ def _wait_until_serving(url: str, caddy: subprocess.Popen[bytes], log: Path) -> 
     pytest.fail(f"caddy did not serve {url} within 15 s:\n{log.read_text()}")
 
 
-def _call(url: str, body: bytes | None = None) -> tuple[int, str]:
+def _call(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url + "/api/x", data=body, method="POST" if body else "GET")
+    if token is not None:
+        request.add_header("Authorization", f"update-token {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
@@ -125,6 +128,31 @@ def test_round_robin_and_no_502_when_a_replica_dies(
     # Every body arrived whole at a live replica, including the one that was retried.
     assert [text.split(":", 1)[1] for _, text in answers] == [f"checkpoint-{i}" for i in range(6)]
     assert {text.split(":")[0] for _, text in answers} <= {"r1", "r3"}
+
+
+def test_an_updates_requests_stay_on_one_replica_until_it_dies(
+    repo: Path, replicas: dict, tmp_path: Path
+) -> None:
+    leases = [f"lease-{i}" for i in range(12)]
+    with _proxy(repo, replicas, tmp_path) as url:
+        home = {}
+        for lease in leases:
+            served = {_call(url, b"step", lease)[1].split(":")[0] for _ in range(4)}
+            assert len(served) == 1, (lease, served)
+            home[lease] = served.pop()
+        assert len(set(home.values())) >= 2, home  # the leases spread over the replicas
+        # Requests without a lease still go round every replica.
+        assert {_call(url)[1].split(":")[0] for _ in range(6)} == {"r1", "r2", "r3"}
+        moved = [lease for lease in leases if home[lease] == "r2"]
+        replicas["r2"].shutdown()
+        replicas["r2"].server_close()
+        after = {lease: [_call(url, b"step", lease) for _ in range(3)] for lease in leases}
+    for lease, answers in after.items():
+        assert all(status == 200 for status, _ in answers), (lease, answers)
+        served = {text.split(":")[0] for _, text in answers}
+        # An update on a live replica stays there; one on the dead replica moves to one other.
+        assert served == ({home[lease]} if lease not in moved else served - {"r2"}), served
+        assert len(served) == 1, (lease, served)
 
 
 def test_a_copy_without_retries_answers_502(

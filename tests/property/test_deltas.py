@@ -1,4 +1,4 @@
-"""procella.updates.deltas and the CLI's text edits (procella.updates.checkpoints).
+"""procella.state.deltas and the CLI's text edits (procella.state.checkpoints).
 
 The diff of ``a`` to ``b`` applied to ``a`` gives ``b``; deltas chain; the stored encoding
 gives back the same edits; and a chain rebuilds exactly the text the CLI's edits made
@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from procella.errors import BadRequest
-from procella.updates import deltas
-from procella.updates.checkpoints import TextEdit, apply_text_edits, parse_text_edits
+from procella.state import deltas
+from procella.state.checkpoints import TextEdit, apply_text_edits, parse_text_edits
 from tests.helpers import text_edit
 
 # A state as the diff sees it: resources one after another, each starting '{"urn":"'.

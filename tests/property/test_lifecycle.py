@@ -41,11 +41,11 @@ from hypothesis.stateful import (
 )
 from quart import typing as quart_typing
 
-from procella import create_app
+from procella import create_app, lifecycle
 from procella.auth.models import Role
 from procella.metadata.queries import updates as update_q
 from procella.settings import Settings
-from procella.updates.checkpoints import EMPTY_DEPLOYMENT
+from procella.state.checkpoints import EMPTY_DEPLOYMENT
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -105,7 +105,7 @@ class MUpdate:
     stack: MStack
     id: str
     preview: bool
-    status: str = update_q.NOT_STARTED
+    status: str = lifecycle.NOT_STARTED
     token: str = ""
     version: int | None = None
     journal: bool = False
@@ -121,7 +121,7 @@ class MUpdate:
 
     @property
     def running_live(self) -> bool:
-        return self.status == update_q.RUNNING and self.live
+        return self.status == lifecycle.RUNNING and self.live
 
     def checkpointing(self) -> bool:
         return self.running_live and not self.journal and not self.preview
@@ -263,7 +263,7 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.all)
     @rule(data=st.data(), client=clients, journal=st.booleans())
     def start(self, data: st.DataObject, client: int, journal: bool) -> None:
-        update = self.pick(data, lambda u: u.status == update_q.NOT_STARTED)
+        update = self.pick(data, lambda u: u.status == lifecycle.NOT_STARTED)
         self.start_update(update, client, journal)
 
     def start_update(self, update: MUpdate, client: int, journal: bool) -> None:
@@ -274,14 +274,14 @@ class Lifecycle(RuleBasedStateMachine):
             (
                 u
                 for u in self.all
-                if u.stack is stack and not u.preview and u.status == update_q.RUNNING
+                if u.stack is stack and not u.preview and u.status == lifecycle.RUNNING
             ),
             None,
         )
         taken = not update.preview and holder is not None and holder.live
         if client == VIEWER:
             expected = 403
-        elif update.status != update_q.NOT_STARTED or taken:
+        elif update.status != lifecycle.NOT_STARTED or taken:
             expected = 409
         else:
             expected = 200
@@ -291,13 +291,13 @@ class Lifecycle(RuleBasedStateMachine):
         started = json.loads(data)
         if not update.preview:
             if holder is not None:  # abandoned: the new update takes the stack over
-                holder.status = update_q.CANCELLED
+                holder.status = lifecycle.CANCELLED
             stack.version += 1
             stack.active = update.id
             update.version = stack.version
         assert started["version"] == stack.version
         assert started["journalVersion"] == (1 if journal else 0)
-        update.status, update.token, update.live = update_q.RUNNING, started["token"], True
+        update.status, update.token, update.live = lifecycle.RUNNING, started["token"], True
         update.journal = journal
         if journal and not update.preview:
             # From now on the export is the base with this update's journal replayed.
@@ -312,7 +312,7 @@ class Lifecycle(RuleBasedStateMachine):
     )
     def interrupt(self, data: st.DataObject, client: int, how: str) -> None:
         """``pulumi cancel`` (a user token), or the CLI holding the update dies."""
-        update = self.pick(data, lambda u: u.status not in update_q.TERMINAL)
+        update = self.pick(data, lambda u: u.status not in lifecycle.TERMINAL)
         if how == "abandon":
             if update.running_live:
                 self.run(expire_lease(self.harness.app, update.id))
@@ -330,8 +330,8 @@ class Lifecycle(RuleBasedStateMachine):
         else:
             expected = 204
         self.expect(status, expected, "cancel")
-        if status == 204 and update.status not in update_q.TERMINAL:
-            update.status = update_q.CANCELLED
+        if status == 204 and update.status not in lifecycle.TERMINAL:
+            update.status = lifecycle.CANCELLED
             if update.stack.active == update.id:
                 update.stack.active = ""
 
@@ -559,7 +559,7 @@ class Lifecycle(RuleBasedStateMachine):
         final=st.sampled_from(["succeeded", "succeeded", "failed", "cancelled", "done"]),
     )
     def complete(self, data: st.DataObject, lease: str, final: str) -> None:
-        update = self.pick(data, lambda u: u.status == update_q.RUNNING, lambda u: u.token != "")
+        update = self.pick(data, lambda u: u.status == lifecycle.RUNNING, lambda u: u.token != "")
         token, own = self.lease_for(update, lease)
         response = self.run(self.harness.apis[ADMIN].complete(update.ref(), final, lease=token))
         status = self.checked(response)
@@ -567,14 +567,14 @@ class Lifecycle(RuleBasedStateMachine):
         if expected is None:
             if final not in ("succeeded", "failed", "cancelled"):
                 expected = 400
-            elif update.status in update_q.TERMINAL:
+            elif update.status in lifecycle.TERMINAL:
                 expected = 204 if update.status == final else 409
             elif not update.running_live:
                 expected = 403
             else:
                 expected = 204
         self.expect(status, expected, f"complete {final}")
-        if status == 204 and update.status not in update_q.TERMINAL:
+        if status == 204 and update.status not in lifecycle.TERMINAL:
             update.status = final
             if update.stack.active == update.id:
                 update.stack.active = ""

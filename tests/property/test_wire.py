@@ -76,7 +76,7 @@ def test_any_update_request_is_storable_or_refused(kind: str, body: Any) -> None
     # The service stores these three as JSON and serves them back to Go.
     for part in (new.program, new.config, new.metadata):
         text = json.dumps(part, allow_nan=False)
-        assert wire.stored_json(text) == part
+        assert strictjson.stored_json(text) == part
         assert strictjson.loads(text.encode()) == part
     assert isinstance(new.metadata["message"], str)
     assert all(isinstance(v, str) for v in new.metadata["environment"].values())
@@ -106,10 +106,10 @@ stored_values = json_values(
 @given(stored_values)
 def test_stored_json_is_served_as_standard_json(value: Any) -> None:
     text = json.dumps(value)  # as older rows were written: NaN and Infinity allowed
-    served = wire.standard_json(text)
+    served = strictjson.standard_json(text)
     parsed = strictjson.loads(served.encode())
     assert parsed == _finite(value)
-    assert wire.stored_json(text) == _finite(value)
+    assert strictjson.stored_json(text) == _finite(value)
 
 
 @given(st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2), st.booleans())
@@ -118,13 +118,13 @@ def test_stored_json_nested_too_deeply_reads_as_null(levels: int, nan: bool) -> 
     for _ in range(levels):
         value = [value]
     text = json.dumps(value)
-    served = wire.standard_json(text)
+    served = strictjson.standard_json(text)
     if levels > MAX_DEPTH:
-        assert wire.stored_json(text) is None
+        assert strictjson.stored_json(text) is None
         if nan:
             assert served == "null"
     else:
-        assert reference_depth(wire.stored_json(text)) == levels
+        assert reference_depth(strictjson.stored_json(text)) == levels
         assert strictjson.loads(served.encode()) == _finite(value)
 
 

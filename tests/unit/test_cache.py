@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from procella.updates.cache import CheckpointCache
+from procella.state.cache import CheckpointCache
 
 
 def test_a_stack_keeps_only_its_newest_text() -> None:
@@ -30,7 +30,7 @@ def test_the_least_recently_used_text_goes_first_when_full() -> None:
 
 
 def test_how_a_text_was_checked_counts_in_the_budget_and_goes_with_it() -> None:
-    from procella.updates.pieces import Pieces
+    from procella.state.pieces import Pieces
 
     known = Pieces(3, {i: (i + 1, 1) for i in range(10)}, list(range(10)))
     cache = CheckpointCache(max_bytes=1000 + known.cost)

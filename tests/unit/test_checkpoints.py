@@ -1,4 +1,4 @@
-"""procella.updates.checkpoints: text edits, the deployment wrapper, schema checks."""
+"""procella.state.checkpoints: text edits, the deployment wrapper, schema checks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from procella.errors import BadRequest
-from procella.updates import deltas
-from procella.updates.checkpoints import (
+from procella.state import deltas
+from procella.state.checkpoints import (
     EMPTY_DEPLOYMENT,
     KNOWN_FEATURES,
     TextEdit,

@@ -1,4 +1,4 @@
-"""procella.updates.journal: replaying Pulumi journal entries as the CLI's replayer does."""
+"""procella.state.journal: replaying Pulumi journal entries as the CLI's replayer does."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from procella.errors import BadRequest
-from procella.updates.journal import (
+from procella.state.journal import (
     BASE_RESOURCE,
     JournalEntry,
     Kind,
@@ -20,6 +20,7 @@ from procella.updates.journal import (
     ReplayError,
     check_entry,
     elide_unchanged,
+    generate_text,
     make_manifest,
     replay,
     resource_digest,
@@ -718,6 +719,20 @@ def test_wrapper_text_escapes_a_lone_surrogate() -> None:
     text = wrapper_text(3, [], deployment)
     assert b"\\ud800" in text
     assert json.loads(text)["deployment"] == deployment
+
+
+def test_generate_text_writes_what_generate_makes_and_lets_go_of_the_states() -> None:
+    base = base_of(res("a"), res("b"), snippets=[SNIPPET])
+    j = Journal().step(1, res("n", taint=True)).success(2, deleteOld=0)
+    expected = wrapper_text(*j.generate(base))
+    before = copy.deepcopy(base)
+    replayer = Replayer(base)
+    for entry in j.entries:
+        replayer.add(entry)
+    text, count = generate_text(replayer, MANIFEST)
+    assert (text, count) == (expected, 3)
+    assert base == before  # the caller's base is not consumed, only the replayer's copies
+    assert replayer.generate(MANIFEST)[2] == {"manifest": MANIFEST, "metadata": {}}
 
 
 def test_replay_is_generate_then_wrapper_text() -> None:

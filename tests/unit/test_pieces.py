@@ -1,4 +1,4 @@
-"""procella.updates.pieces: a whole checkpoint validated in pieces refuses exactly what the
+"""procella.state.pieces: a whole checkpoint validated in pieces refuses exactly what the
 whole strict parse refuses, and a step parses only the resources it changed."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from procella import strictjson
-from procella.updates import checkpoints as cp
-from procella.updates import deltas, pieces
+from procella.state import checkpoints as cp
+from procella.state import deltas, pieces
 from tests.helpers import compact, untyped
 
 MAX = strictjson.MAX_DEPTH

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from quart.typing import TestAppProtocol as AppUnderTest
 
-from procella.api.context import Services
+from procella.metadata.base import AuditEntry, AuditFilter
 from procella.metadata.queries import audit as audit_q
-from procella.metadata.queries.audit import AuditEntry
+from procella.services import Services
 from procella.settings import Settings
 from procella.workers.gc import BLOB_PREFIX, run_gc_once
 from tests.helpers import (
@@ -56,7 +56,7 @@ async def execute(app: AppUnderTest, sql: str, *params: object) -> None:
 
 async def audit_entries(app: AppUnderTest, action: str | None = None) -> list[AuditEntry]:
     async with services(app).meta.read() as conn:
-        return await audit_q.page(conn, audit_q.AuditFilter(action=action), None, 1000)
+        return await audit_q.page(conn, AuditFilter(action=action), None, 1000)
 
 
 async def blob_keys(app: AppUnderTest) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from procella.metadata.base import Connection
+from procella.metadata.base import AuditEntry, AuditFilter, Connection
 
 _COLUMNS = "login, token_name, source_ip, request_id, action, target, description, at"
 
@@ -18,31 +18,6 @@ class Who:
     token_name: str
     source_ip: str
     request_id: str
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    org: str | None
-    at_ms: int
-    action: str
-    login: str
-    token_name: str
-    source_ip: str
-    request_id: str
-    target: str
-    description: str
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """What ``page`` lists; None means any. Times are epoch milliseconds, inclusive."""
-
-    org: str | None = None
-    action: str | None = None
-    login: str | None = None
-    since_ms: int | None = None
-    until_ms: int | None = None
 
 
 async def insert(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from procella.metadata.base import Connection, PrincipalRecord
+from procella.metadata.base import Connection, PrincipalRecord, TokenRow
 from procella.metadata.queries import new_id
 
 
@@ -48,21 +46,6 @@ async def touch_token(conn: Connection, token_id: str) -> None:
         "AND (last_used_at IS NULL OR last_used_at < NOW_MS - 60000)",
         (token_id,),
     )
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    """A token as listed: never its secret, nor its hash."""
-
-    id: str
-    login: str
-    name: str
-    description: str
-    created_at: int
-    expires_at: int | None
-    last_used_at: int | None
-    revoked_at: int | None
-    role: str | None  # in the org the listing is for
 
 
 async def list_tokens(

@@ -2,7 +2,7 @@
 
 A full text lives inline in ``data`` when small, or in the blob store under ``blob_key``.
 A step of an update stores only its delta (``checkpoint_deltas``), and now and then a full
-text again (compaction): see ``CheckpointRecord`` and ``procella.updates.states``.
+text again (compaction): see ``CheckpointRecord`` and ``procella.state.states``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from procella.lifecycle import RUNNING
 from procella.metadata.base import CheckpointRecord, Connection, Row, UpdateRecord
-from procella.metadata.queries.updates import RUNNING
 
 _COLUMNS = (
     "stack_id, version, update_id, sha256, size, resource_count, data, blob_key, created_at, "

@@ -2,49 +2,30 @@
 
 from __future__ import annotations
 
+from procella import lifecycle
 from procella.metadata.base import Connection
-from procella.metadata.queries import updates as update_q
 
 
 async def expired_leases(conn: Connection, grace_ms: int) -> list[tuple[str, str, str, bool]]:
     """``(update id, stack id, kind, is preview)`` of running updates whose lease ended over
-    ``grace_ms`` ago."""
+    ``grace_ms`` ago: abandoned (``lifecycle.abandon``), the stack held meanwhile."""
     rows = await conn.fetchall(
         "SELECT id, stack_id, kind, is_preview FROM updates "
         "WHERE status = ? AND lease_expires_at < NOW_MS - ?",
-        (update_q.RUNNING, grace_ms),
+        (lifecycle.RUNNING, grace_ms),
     )
     return [(str(u), str(s), str(k), bool(p)) for u, s, k, p in rows]
 
 
-async def cancel_expired_lease(
-    conn: Connection, update_id: str, stack_id: str, grace_ms: int
-) -> bool:
-    """Cancel the update if its lease is still expired, and free its stack.
-
-    The stack row is locked first, then the update's: the order every writer uses (start,
-    cancel, complete), so the collector never deadlocks with them.
-    """
-    await conn.fetchone("SELECT id FROM stacks WHERE id = ? FOR UPDATE", (stack_id,))
-    changed = await conn.execute(
-        "UPDATE updates SET status = ?, ended_at = NOW_MS, lease_expires_at = NULL "
-        "WHERE id = ? AND status = ? AND lease_expires_at < NOW_MS - ?",
-        (update_q.CANCELLED, update_id, update_q.RUNNING, grace_ms),
-    )
-    if changed:
-        await conn.execute(
-            "UPDATE stacks SET active_update_id = NULL WHERE id = ? AND active_update_id = ?",
-            (stack_id, update_id),
-        )
-    return changed == 1
-
-
 async def expire_unstarted(conn: Connection, age_ms: int) -> int:
-    """Cancel updates created more than ``age_ms`` ago and never started."""
+    """Cancel updates created more than ``age_ms`` ago and never started, all at once:
+    ``lifecycle.expire`` decides the same for one (they hold no stack and no lease)."""
+    expired = lifecycle.expire(lifecycle.Lifecycle("", lifecycle.NOT_STARTED, False, False))
+    assert expired is not None
     return await conn.execute(
         "UPDATE updates SET status = ?, ended_at = NOW_MS "
         "WHERE status = ? AND created_at < NOW_MS - ?",
-        (update_q.CANCELLED, update_q.NOT_STARTED, age_ms),
+        (expired.status, lifecycle.NOT_STARTED, age_ms),
     )
 
 

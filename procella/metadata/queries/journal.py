@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from procella import lifecycle
 from procella.metadata.base import Connection
-from procella.metadata.queries import updates as update_q
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ async def lock_live(conn: Connection, update_id: str, lease_hash: str) -> int | 
     row = await conn.fetchone(
         "SELECT journal_count FROM updates WHERE id = ? AND status = ? AND lease_hash = ? "
         "AND lease_expires_at > NOW_MS FOR UPDATE",
-        (update_id, update_q.RUNNING, lease_hash),
+        (update_id, lifecycle.RUNNING, lease_hash),
     )
     return None if row is None else int(row[0])
 
@@ -89,7 +89,7 @@ async def unmaterialized(
         "AND NOT EXISTS (SELECT 1 FROM checkpoints c "
         "WHERE c.stack_id = u.stack_id AND c.version = u.version)"
     )
-    params: list[object] = [stack_id, after_version, update_q.NOT_STARTED]
+    params: list[object] = [stack_id, after_version, lifecycle.NOT_STARTED]
     if at_most is not None:
         sql += " AND u.version <= ?"
         params.append(at_most)
@@ -103,5 +103,5 @@ async def prune_materialized(conn: Connection) -> int:
         "DELETE FROM journal_entries WHERE update_id IN (SELECT u.id FROM updates u "
         "WHERE u.journal_version = 1 AND u.status IN (?, ?, ?) AND EXISTS "
         "(SELECT 1 FROM checkpoints c WHERE c.stack_id = u.stack_id AND c.version = u.version))",
-        update_q.TERMINAL,
+        lifecycle.TERMINAL,
     )

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from procella.metadata.base import Connection
+from procella.metadata.base import Connection, IssuerRow
 from procella.metadata.queries import new_id
 
 _COLUMNS = (
     "i.id, i.name, i.url, i.audiences, i.max_expiration_s, i.policies, i.policy_version, "
     "i.created_at, i.modified_at"
 )
-
-
-@dataclass(frozen=True)
-class IssuerRow:
-    id: str
-    name: str
-    url: str
-    audiences: list[str]
-    max_expiration_s: int
-    policies: list[dict[str, Any]]  # as stored: Policy.to_json() of each
-    policy_version: int
-    created_at: int
-    modified_at: int
 
 
 def _row(row: Any) -> IssuerRow:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from procella.metadata.base import Connection, Row, StackRecord
+from procella.metadata.base import Connection, Row, StackRecord, StackSummaryRow
 
 _STACK_COLUMNS = (
     "s.id, s.org_id, o.name, s.project, s.name, s.version, s.active_update_id, "
@@ -174,16 +174,6 @@ _COVERED = (
     "JOIN teams gt ON gt.id = g.team_id WHERE gt.org_id = s.org_id "
     "AND (g.stack_id = s.id OR (g.stack_id IS NULL AND g.project = s.project))"
 )
-
-
-@dataclass(frozen=True)
-class StackSummaryRow:
-    id: str
-    org: str
-    project: str
-    name: str
-    last_update_at: int | None
-    resource_count: int
 
 
 async def list_page(

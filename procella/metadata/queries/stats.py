@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from procella import lifecycle
 from procella.metadata.base import Connection
-from procella.metadata.queries import updates as update_q
 
 
 async def running_updates(conn: Connection) -> list[tuple[str, bool, bool, int]]:
@@ -11,6 +11,6 @@ async def running_updates(conn: Connection) -> list[tuple[str, bool, bool, int]]
     rows = await conn.fetchall(
         "SELECT kind, is_preview, CASE WHEN lease_expires_at > NOW_MS THEN 1 ELSE 0 END, "
         "COUNT(*) FROM updates WHERE status = ? GROUP BY 1, 2, 3",
-        (update_q.RUNNING,),
+        (lifecycle.RUNNING,),
     )
     return [(str(k), bool(p), bool(live), int(n)) for k, p, live, n in rows]

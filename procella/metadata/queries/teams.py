@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from procella.metadata.base import Connection
+from procella.metadata.base import Connection, TokenRow
 from procella.metadata.queries import new_id
-from procella.metadata.queries.auth import TokenRow
 
 
 @dataclass(frozen=True)

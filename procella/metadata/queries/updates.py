@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
+from procella.lifecycle import NOT_STARTED, RUNNING, SUCCEEDED, TERMINAL, Lifecycle
 from procella.metadata.base import Connection, Row, UpdateRecord
 from procella.metadata.queries import new_id
-
-# Statuses as stored. The wire names differ and live in procella.updates.models.
-NOT_STARTED = "not-started"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 _COLUMNS = (
     "u.id, u.stack_id, u.kind, u.is_preview, u.status, u.version, u.created_by, u.created_at, "
@@ -156,21 +149,44 @@ async def renew_lease(
     return None if row is None else int(row[0])
 
 
-async def finish(
+async def end(
     conn: Connection,
-    update_id: str,
-    status: str,
+    stack_id: str,
+    before: Lifecycle,
+    after: Lifecycle,
     *,
+    lease_ended_ms: int | None = None,
     resource_changes: str | None = None,
     resource_count: int | None = None,
-) -> None:
-    """Move an update to a terminal status and end its lease."""
-    await conn.execute(
+) -> bool:
+    """Apply a step of ``procella.lifecycle`` that ends an update (``before`` -> ``after``,
+    a terminal status): end its lease and release its stack. Returns False, changing
+    nothing, if the update is no longer in ``before``'s status (compare-and-set), or,
+    with ``lease_ended_ms``, if its lease did not end that long ago."""
+    assert after.status in TERMINAL
+    sql = (
         "UPDATE updates SET status = ?, ended_at = NOW_MS, lease_expires_at = NULL, "
         "resource_changes = COALESCE(?, resource_changes), "
-        "resource_count = COALESCE(?, resource_count) WHERE id = ?",
-        (status, resource_changes, resource_count, update_id),
+        "resource_count = COALESCE(?, resource_count) WHERE id = ? AND status = ?"
     )
+    params: list[object] = [
+        after.status,
+        resource_changes,
+        resource_count,
+        before.update_id,
+        before.status,
+    ]
+    if lease_ended_ms is not None:
+        sql += " AND lease_expires_at < NOW_MS - ?"
+        params.append(lease_ended_ms)
+    if await conn.execute(sql, params) != 1:
+        return False
+    if before.holds_stack:
+        await conn.execute(
+            "UPDATE stacks SET active_update_id = NULL WHERE id = ? AND active_update_id = ?",
+            (stack_id, before.update_id),
+        )
+    return True
 
 
 async def running_for_stack(conn: Connection, stack_id: str) -> UpdateRecord | None:
@@ -181,21 +197,6 @@ async def running_for_stack(conn: Connection, stack_id: str) -> UpdateRecord | N
         (stack_id, RUNNING),
     )
     return None if row is None else _update(row)
-
-
-async def live_running_update(conn: Connection, stack_id: str) -> UpdateRecord | None:
-    """The stack's running non-preview update if its lease is live. One whose lease has
-    expired was abandoned (its CLI died): it is cancelled here and the stack freed, as the
-    garbage collector would do a little later. The caller holds the stack row."""
-    running = await running_for_stack(conn, stack_id)
-    if running is None or running.lease_live:
-        return running
-    await finish(conn, running.id, CANCELLED)
-    await conn.execute(
-        "UPDATE stacks SET active_update_id = NULL WHERE id = ? AND active_update_id = ?",
-        (stack_id, running.id),
-    )
-    return None
 
 
 async def history(conn: Connection, stack_id: str, limit: int, offset: int) -> list[UpdateRecord]:

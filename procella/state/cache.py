@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from procella.updates.pieces import Pieces
+from procella.state.pieces import Pieces
 
 
 class CheckpointCache:

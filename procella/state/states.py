@@ -4,7 +4,7 @@ A checkpointing update leaves a checkpoint row per stack version, whose text is 
 text or a chain of deltas from another version's (``CheckpointRecord``); ``load`` rebuilds
 it. A journaling update
 leaves entries, and its state is its base (the state of the version before it) with the
-entries replayed as the CLI replays them (``procella.updates.journal``). That state is
+entries replayed as the CLI replays them (``procella.state.journal``). That state is
 *materialised* — stored once as the version's checkpoint row — when the update completes,
 when it is cancelled, or by the garbage collector; until then every reader replays it, so
 any replica sees the same state and nothing lives in one replica's memory.
@@ -30,10 +30,10 @@ from procella.metadata.base import CheckpointRecord, Connection, MetadataStore, 
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import updates as update_q
-from procella.updates import checkpoints as cp
-from procella.updates import deltas, journal, pieces
-from procella.updates.journal import JournalEntry
-from procella.updates.texts import CheckpointTexts, StoredText
+from procella.state import checkpoints as cp
+from procella.state import deltas, journal, pieces
+from procella.state.journal import JournalEntry
+from procella.state.texts import CheckpointTexts, StoredText
 
 log = logging.getLogger(__name__)
 
@@ -343,10 +343,7 @@ def _add_entries(replayer: journal.Replayer, bodies: list[bytes]) -> None:
 def _generate(replayer: journal.Replayer, update: UpdateRecord) -> StateText:
     millis = update.journal_last_at or update.started_at or update.created_at
     manifest = journal.make_manifest(_rfc3339(millis), update.client_version)
-    version, features, deployment = replayer.generate(manifest)
-    resources = deployment.get("resources")
-    count = len(resources) if isinstance(resources, list) else 0
-    return StateText(journal.wrapper_text(version, features, deployment), count)
+    return StateText(*journal.generate_text(replayer, manifest))
 
 
 def _rfc3339(millis: int) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from procella.blobs.base import BlobStore
 from procella.metadata.base import CheckpointRecord
-from procella.updates.cache import CheckpointCache
-from procella.updates.checkpoints import sha256_hex
+from procella.state.cache import CheckpointCache
+from procella.state.checkpoints import sha256_hex
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from procella import memory
 from procella.errors import BadRequest
 
 Json = dict[str, Any]
@@ -56,6 +57,9 @@ _DROP: Any = object()
 # index carries the index under this member instead of the state (``elide_unchanged``).
 # Not a CLI member: ``check_entry`` refuses it on the wire.
 BASE_RESOURCE = "procellaBaseResource"
+
+# ``generate_text`` hands freed memory back each time it has written this much.
+_TRIM_EVERY = 16 << 20
 
 
 class Kind(IntEnum):
@@ -421,6 +425,12 @@ class Replayer:
             return
         self._base["secrets_providers"] = provider
 
+    def clear(self) -> None:
+        """Let go of every state held (after the last ``generate``): nothing is usable after."""
+        self._base = {}
+        self._given_resources = []
+        self._reset()
+
     def _rebuilt_base_state(self) -> None:
         # The state so far becomes the base and the journal starts over (after a refresh).
         # Go keeps ``index``, ``hasRefresh`` and ``requiresByteString``; so does this. The
@@ -743,22 +753,46 @@ def wrapper_text(version: int, features: list[str], deployment: Json) -> bytes:
     Written a resource at a time, so a large state is never held as one ``str`` beside its
     bytes: the bytes equal ``json.dumps`` of the whole wrapper.
     """
+    return _write_wrapper(version, features, deployment, consume=False)
+
+
+def _write_wrapper(version: int, features: list[str], deployment: Json, *, consume: bool) -> bytes:
+    """``wrapper_text``; with ``consume``, each resource is let go once written (its slot
+    in ``deployment["resources"]``, a list ``generate`` made, set to None), and the freed
+    memory handed back now and then."""
     out = io.BytesIO()
     out.write(b'{"version":' + compact_json(version))
     if features:
         out.write(b',"features":' + compact_json(features))
     out.write(b',"deployment":{')
+    trimmed_at = 0
     for index, (key, value) in enumerate(deployment.items()):
         out.write((b"," if index else b"") + compact_json(key) + b":")
         if isinstance(value, list):
             out.write(b"[")
             for position, item in enumerate(value):
                 out.write((b"," if position else b"") + compact_json(item))
+                if consume and key == "resources":
+                    value[position] = None
+                    if out.tell() - trimmed_at >= _TRIM_EVERY:
+                        trimmed_at = out.tell()
+                        memory.trim(force=True)
             out.write(b"]")
         else:
             out.write(compact_json(value))
     out.write(b"}}")
     return out.getvalue()
+
+
+def generate_text(replayer: Replayer, manifest: Json) -> tuple[bytes, int]:
+    """The replayed state as stored text, and its resource count. Consumes ``replayer``:
+    a resource is let go as soon as it is written, so a large state is held parsed or as
+    text, not both at once (a 5000-resource state is about 100 MB either way)."""
+    version, features, deployment = replayer.generate(manifest)
+    replayer.clear()
+    resources = deployment.get("resources")
+    count = len(resources) if isinstance(resources, list) else 0
+    return _write_wrapper(version, features, deployment, consume=True), count
 
 
 def compact_json(value: object) -> bytes:

@@ -33,8 +33,8 @@ from typing import Any
 
 from procella import strictjson
 from procella.errors import BadRequest
-from procella.updates import deltas
-from procella.updates.checkpoints import TextEdit
+from procella.state import deltas
+from procella.state.checkpoints import TextEdit
 
 # Every element of a CLI's resources array starts so (Go writes `urn` first); the key is
 # the deployment's, which follows the manifest and secrets provider.

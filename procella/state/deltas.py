@@ -17,7 +17,7 @@ import re
 import struct
 from collections.abc import Sequence
 
-from procella.updates.checkpoints import TextEdit
+from procella.state.checkpoints import TextEdit
 
 # Every ResourceV3 (and pending operation's resource) starts so: Go writes `urn` first, and
 # the pattern cannot occur inside a JSON string, where quotes are escaped.
