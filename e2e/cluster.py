@@ -124,8 +124,9 @@ class Cluster:
         under ``.../<kind>/<update_id>/``), from its /metrics; -1 for a replica not running.
         The Caddyfile sends an update's requests to one replica: the one whose count grows."""
         counts = []
+        live = self.live_replicas()
         for replica in self.replicas:
-            if replica.process is None or replica.process.poll() is not None:
+            if replica not in live:
                 counts.append(-1)
                 continue
             with urllib.request.urlopen(replica.url + "/metrics", timeout=10) as response:
