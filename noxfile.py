@@ -49,11 +49,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit, property, contract, cluster, API and console tests; then the API and console
-    suites again on PostgreSQL + S3. Property tests run derandomized when CI or
-    HYPOTHESIS_PROFILE=ci is set."""
+    suites again on PostgreSQL + S3; then the branch coverage of both runs (the `procella
+    serve` processes included; [tool.coverage.*] in pyproject.toml). Property tests run
+    derandomized when CI or HYPOTHESIS_PROFILE=ci is set."""
     install_project(session, "test")
+    pytest = ("coverage", "run", "-m", "pytest")
+    session.run("coverage", "erase")
     session.run(
-        "pytest",
+        *pytest,
         "tests",
         "--ignore=tests/deployments",
         "--ignore=tests/containers",
@@ -62,7 +65,7 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
     )
     session.run(
-        "pytest",
+        *pytest,
         "tests/api",
         "tests/console",
         "-n",
@@ -70,6 +73,8 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
         env={"PROCELLA_TEST_BACKEND": "cluster"},
     )
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report")
 
 
 @nox.session(python=PYTHON)
