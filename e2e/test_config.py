@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from e2e_harness import Names, PulumiCLI, Stack, expect_fail
+from names import Names
+
+from procella_testing.processes import expect_fail
+from procella_testing.pulumi_cli import PulumiCLI, Stack
 
 PLAINTEXT = "correct-horse-battery-staple"
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pulumi_toolchain
-from e2e_harness import TEMPLATES_DIR, Names, ProcellaServer, PulumiCLI, Stack
+from names import Names
+
+from procella_testing import pulumi_toolchain
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.pulumi_cli import TEMPLATES_DIR, PulumiCLI, Stack
 
 TEMPLATE = TEMPLATES_DIR / "e2e-python"
 

@@ -1,6 +1,6 @@
 """Locust users that behave like the Pulumi CLI against Procella, to load its database.
 
-    LOAD_TOKEN=<token> locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 60s \
+    PYTHONPATH=. LOAD_TOKEN=<token> locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 60s \
         --host http://127.0.0.1:9090
 
 Four scenarios, one user class each (weights in brackets; run a subset by naming the
@@ -23,8 +23,10 @@ Any non-2xx is a failure, except the 404 of `stack init`'s existence check. Call
 retries (every GET, checkpoints, events, renew, complete, secrets, cancel) are retried the
 same way on network errors, 429 and 5xx (1 s, 2 s, 4 s), each failed attempt counted.
 
-Only the standard library, locust and pulumi_wire (beside this file) are imported: locust
-patches the process with gevent when imported, so nothing asyncio-based may come first.
+Only the standard library, locust and pulumi_wire (beside this file; it uses
+procella_testing.wire, standard library only, found through PYTHONPATH=<checkout>) are
+imported: locust patches the process with gevent when imported, so nothing asyncio-based may
+come first.
 """
 
 from __future__ import annotations

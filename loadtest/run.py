@@ -34,12 +34,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import appmetrics
-import cpu
 import locustrun
 import pgstats
 import report
 import topology
 from summary import Database, Run, comparison, describe
+
+from procella_testing import cpu
 
 DEFAULT_LOCUST = Path.home() / ".cache" / "procella" / "loadvenv" / "bin" / "locust"
 USER_CLASSES = ("DeployUser", "ReadUser", "PreviewUser", "SecretsUser")

@@ -27,7 +27,7 @@ from quart.typing import TestAppProtocol, TestClientProtocol
 
 from procella import create_app
 from procella.settings import Settings
-from tests import services
+from procella_testing import servers
 
 ADMIN_TOKEN = "pul-" + "a" * 40
 BACKEND = os.environ.get("PROCELLA_TEST_BACKEND", "embedded")
@@ -48,29 +48,29 @@ hypothesis.settings.load_profile(
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """A PostgreSQL server for this test process (one per xdist worker)."""
-    with services.postgres_server() as url:
+    with servers.postgres_server() as url:
         yield url
 
 
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty database for one test."""
-    name = services.create_database(pg_admin_url)
+    name = servers.create_database(pg_admin_url)
     try:
         yield pg_admin_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        services.drop_database(pg_admin_url, name)
+        servers.drop_database(pg_admin_url, name)
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    with services.s3_server() as endpoint:
+    with servers.s3_server() as endpoint:
         yield endpoint
 
 
 @pytest.fixture
 def s3_bucket(s3_endpoint: str) -> str:
-    return services.create_bucket(s3_endpoint)
+    return servers.create_bucket(s3_endpoint)
 
 
 @pytest.fixture

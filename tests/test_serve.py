@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 import pytest
 
+from procella_testing.processes import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.services import free_port
 
 
 class Server:

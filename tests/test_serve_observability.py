@@ -17,9 +17,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from procella_testing.metrics_text import parse, total
+from procella_testing.processes import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.observability import parse, total
-from tests.services import free_port
 from tests.test_serve import Server, start_server
 
 

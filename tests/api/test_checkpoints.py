@@ -13,7 +13,7 @@ from quart import typing as quart_typing
 
 from procella.metadata.queries import stacks as stack_q
 from procella.settings import Settings
-from tests import services
+from procella_testing import servers
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -435,11 +435,11 @@ def failing_checkpoint_writes(settings: Settings, stack_id: str) -> Iterator[Non
     """Make checkpoint steps fail for real: a trigger refusing their rows (a step stores
     its delta), raising a serialization failure on PostgreSQL and an abort on SQLite."""
     if settings.uses_postgres:
-        services.install_failing_trigger(settings.database_url, "checkpoint_deltas", "40001")
+        servers.install_failing_trigger(settings.database_url, "checkpoint_deltas", "40001")
         try:
             yield
         finally:
-            services.remove_failing_trigger(settings.database_url, "checkpoint_deltas")
+            servers.remove_failing_trigger(settings.database_url, "checkpoint_deltas")
         return
     path = settings.resolved_database_url.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(path)) as db:

@@ -20,6 +20,7 @@ from quart import typing as quart_typing
 from procella import create_app, logs
 from procella.settings import Settings
 from procella.workers.supervisor import Supervisor
+from procella_testing.metrics_text import Samples, delta, label_values, parse, total
 from tests.helpers import (
     ADMIN_TOKEN,
     DEFAULT_ORG,
@@ -31,7 +32,6 @@ from tests.helpers import (
     started_app,
     untyped,
 )
-from tests.observability import Samples, delta, label_values, parse, total
 
 STACK_ROUTE = "/api/stacks/<org>/<project>/<stack>"
 UPDATE_ROUTE = "/api/stacks/<org>/<project>/<stack>/<any(update, preview, refresh, destroy):kind>"

@@ -1,4 +1,4 @@
-"""OIDC token exchange against a real issuer (tests/oidc_issuer.py, on 127.0.0.1): org
+"""OIDC token exchange against a real issuer (procella_testing/oidc_issuer.py, on 127.0.0.1): org
 admins register issuers and policies; an ID token that verifies and matches a policy is
 exchanged for a Procella token; every refusal is an OAuth error that mints nothing."""
 
@@ -18,8 +18,8 @@ from quart import typing as quart_typing
 
 from procella.auth.jwks import MIN_REFETCH_SECONDS, IssuerUnavailable, JwksCache
 from procella.auth.models import Role
+from procella_testing.oidc_issuer import OidcIssuer, SigningKey, running_issuer
 from tests.helpers import DEFAULT_ORG, Api, assert_error, body_json, make_token
-from tests.oidc_issuer import OidcIssuer, SigningKey, running_issuer
 
 ISSUERS = f"/api/orgs/{DEFAULT_ORG}/oidc/issuers"
 POLICIES = f"/api/orgs/{DEFAULT_ORG}/auth/policies/oidcissuers"

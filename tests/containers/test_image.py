@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import images
+from procella_testing import images
 
 from .conftest import docker, expect_ok, run_in
 

@@ -1,4 +1,4 @@
-"""Real external services for tests: a throwaway PostgreSQL server and an S3 server.
+"""External servers for a test run: a throwaway PostgreSQL server and an S3 server.
 
 PostgreSQL comes from the machine's binaries (Debian's postgresql package); ``initdb``
 refuses to run as root, so as root the server runs as the ``postgres`` user. S3 is moto's
@@ -12,7 +12,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,18 +21,13 @@ from pathlib import Path
 
 import psycopg
 
+from procella_testing.processes import free_port
+
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "procella-test",
     "AWS_SECRET_ACCESS_KEY": "procella-test",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def postgres_bindir() -> Path:
