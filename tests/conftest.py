@@ -12,6 +12,13 @@ environment variable is set (derandomized, so a CI run is reproducible, and prin
 blob that replays a failure), ``dev`` otherwise; ``HYPOTHESIS_PROFILE`` picks one by name
 (``thorough`` searches ten times longer, for a local hunt). Both default profiles bound
 the examples, so the property suite stays well under a minute in every run.
+
+Tests that need a server are marked by what they use (``pytest_collection_modifyitems``), so
+``pytest -m "not postgres and not s3"`` runs with no server binaries and a new test is marked
+as it is written: the ``pg_admin_url`` fixture (and those built on it: ``pg_url``,
+``cluster_settings``) marks ``postgres``, ``s3_endpoint`` marks ``s3``, and ``settings``
+marks both under ``PROCELLA_TEST_BACKEND=cluster``. A fixture that picks a backend by its
+parameter marks that parameter (``pytest.param("postgres", marks=pytest.mark.postgres)``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,23 @@ hypothesis.settings.register_profile("thorough", max_examples=600, deadline=None
 hypothesis.settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+# Fixture -> the markers of the servers it starts (directly or through the fixtures it uses).
+SERVER_MARKERS = {
+    "pg_admin_url": ("postgres",),
+    "s3_endpoint": ("s3",),
+    **({"settings": ("postgres", "s3")} if BACKEND == "cluster" else {}),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for fixture, markers in SERVER_MARKERS.items():
+            if fixture in used:
+                for marker in markers:
+                    item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ import pytest
 from procella_testing.processes import free_port
 from tests.conftest import ADMIN_TOKEN
 
+# Each test starts `procella serve` processes: seconds apiece.
+pytestmark = pytest.mark.slow
+
 
 class Server:
     def __init__(self, process: Popen[bytes], port: int, log: Path) -> None:

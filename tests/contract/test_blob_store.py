@@ -101,6 +101,7 @@ async def test_s3_store_refuses_an_unreachable_endpoint() -> None:
         await store.open()
 
 
+@pytest.mark.s3
 async def test_an_s3_outage_is_a_transient_error(tmp_path: Path) -> None:
     """A store that stops answering is worth a retry (503), not a 500."""
     from procella.errors import TransientStoreError

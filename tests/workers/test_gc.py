@@ -30,7 +30,9 @@ from tests.helpers import (
 STACK = "acme/web/dev"
 
 
-@pytest.fixture(params=["embedded", "cluster"])
+@pytest.fixture(
+    params=["embedded", pytest.param("cluster", marks=[pytest.mark.postgres, pytest.mark.s3])]
+)
 async def app(request: pytest.FixtureRequest) -> AsyncIterator[AppUnderTest]:
     settings: Settings = request.getfixturevalue(f"{request.param}_settings")
     # Texts over 100 bytes go to the blob store, so blob collection has work to do.
