@@ -20,20 +20,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import generate_latest
+from quart import Quart
+from quart.testing.app import TestApp
 from quart.typing import TestAppProtocol, TestClientProtocol
 
 from procella import create_app, metrics
 from procella.auth.models import Role
+from procella.metadata.sqlite import SqliteStore
+from procella.services import Services
 from procella.settings import Settings
 from procella_testing import wire
-from procella_testing.wire import compact, text_edit
-from procella_testing.wire import journal_entry as journal_entry  # for the API tests
+
+# The API tests build bodies with these too.
+from procella_testing.wire import compact as compact
+from procella_testing.wire import journal_entry as journal_entry
+from procella_testing.wire import text_edit as text_edit
 from tests.conftest import ADMIN_TOKEN
 
 DEFAULT_ORG = "organization"
 # The peer address of every ``Api`` call, as a server would see it (the test client sends none).
 CALLER = {"client": ("127.0.0.1", 50000)}  # Settings.default_org, the admin's organization
 _UNSET: Any = object()
+
+
+def quart_app(app: TestAppProtocol) -> Quart:
+    """The app under ``test_app()``: the protocol Quart types it with does not name it."""
+    assert isinstance(app, TestApp), app
+    return app.app
+
+
+def services_of(app: TestAppProtocol) -> Services:
+    """What the app under test works with: its stores and services."""
+    found: Services = quart_app(app).extensions["procella"]
+    return found
 
 
 def gz(data: bytes | str | Any) -> bytes:
@@ -99,7 +118,7 @@ async def make_token(
     app: TestAppProtocol, org: str, role: Role, login: str, name: str | None = None
 ) -> str:
     """A fresh API token for ``login`` with ``role`` in ``org`` (both created if missing)."""
-    auth = app.app.extensions["procella"].auth
+    auth = services_of(app).auth
     issued = await auth.create_token(org, role, login, name or f"t-{time.monotonic_ns()}")
     token: str = issued.token
     return token
@@ -107,7 +126,7 @@ async def make_token(
 
 async def expire_lease(app: TestAppProtocol, update_id: str) -> None:
     """Put the update's lease in the past, as if its CLI had died long ago."""
-    async with app.app.extensions["procella"].meta.transaction() as conn:
+    async with services_of(app).meta.transaction() as conn:
         await conn.execute("UPDATE updates SET lease_expires_at = 0 WHERE id = ?", (update_id,))
 
 
@@ -116,10 +135,13 @@ async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 1
     on PostgreSQL, lock requests ``pg_locks`` shows not granted in this database; on SQLite,
     tasks queued for the store's one writer. Fails after ``timeout`` seconds, so a race test
     cannot pass without the race it sets up."""
-    meta = app.app.extensions["procella"].meta
+    meta = services_of(app).meta
     deadline = time.monotonic() + timeout
     while True:
-        if meta.dialect == "postgres":
+        if isinstance(meta, SqliteStore):
+            # SqliteStore serializes writers on an asyncio.Lock; its queue is the waiters.
+            waiting = len(meta._write_lock._waiters or ())
+        else:  # PostgreSQL
             async with meta.read() as conn:
                 row = await conn.fetchone(
                     "SELECT count(DISTINCT l.pid) FROM pg_locks l "
@@ -128,9 +150,6 @@ async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 1
                 )
             assert row is not None
             waiting = int(row[0])
-        else:
-            # SqliteStore serializes writers on an asyncio.Lock; its queue is the waiters.
-            waiting = len(meta._write_lock._waiters or ())
         if waiting >= count:
             return
         if time.monotonic() > deadline:
@@ -138,7 +157,9 @@ async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 1
         await asyncio.sleep(0.01)
 
 
-def deployment(resources: int = 0, *, secrets_stack: tuple[str, str, str] | None = None) -> dict:
+def deployment(
+    resources: int = 0, *, secrets_stack: tuple[str, str, str] | None = None
+) -> dict[str, Any]:
     """A plausible DeploymentV3 (the inner object) with ``resources`` resources."""
     dep: dict[str, Any] = {
         "manifest": {"time": "2024-01-01T00:00:00Z", "magic": "", "version": "v3.259.0"},
@@ -169,7 +190,7 @@ def deployment(resources: int = 0, *, secrets_stack: tuple[str, str, str] | None
     return dep
 
 
-def untyped(resources: int = 0, version: int = 3, **kw: Any) -> dict:
+def untyped(resources: int = 0, version: int = 3, **kw: Any) -> dict[str, Any]:
     return {"version": version, "deployment": deployment(resources, **kw)}
 
 
@@ -249,7 +270,8 @@ class Api:
         if data is not None and gzip_body:
             data = gz(data)
             all_headers["Content-Encoding"] = "gzip"
-        return await self.client.open(
+        # Quart's protocol declares open()'s keywords without their defaults (json, ...).
+        return await self.client.open(  # type: ignore[call-arg]
             path,
             method=method,
             headers=all_headers,
@@ -543,7 +565,7 @@ def step_events(first: int, ops: list[tuple[str, str, str | None, str | None]]) 
 
 
 async def count_rows(app: TestAppProtocol, table: str) -> int:
-    async with app.app.extensions["procella"].meta.read() as conn:
+    async with services_of(app).meta.read() as conn:
         row = await conn.fetchone(f"SELECT COUNT(*) FROM {table}")
     assert row is not None
     return int(row[0])

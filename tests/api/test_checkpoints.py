@@ -7,6 +7,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from quart import typing as quart_typing
@@ -23,6 +24,7 @@ from tests.helpers import (
     body_json,
     compact,
     delta_between,
+    services_of,
     sha256_hex,
     text_edit,
     until_blocked,
@@ -96,6 +98,7 @@ async def test_bad_full_checkpoints_change_nothing(api: Api, update: Update) -> 
     await assert_ok(await api.checkpoint(update, untyped(1)), 204)
     before = await api.export_bytes(S)
     path = f"{update.path}/checkpoint"
+    body: Any
     for body in (
         {"isInvalid": True, "version": 3, "deployment": {}},
         {"version": 3, "deployment": []},
@@ -635,7 +638,7 @@ async def test_a_checkpoint_racing_a_forced_stack_delete_is_404(
     """
     await api.new_stack(S)
     update = await api.started(S)
-    meta = app.app.extensions["procella"].meta
+    meta = services_of(app).meta
     async with meta.transaction() as conn:
         stack = await stack_q.get(conn, DEFAULT_ORG, "proj", "dev", lock=True)
         assert stack is not None

@@ -25,7 +25,7 @@ async def app(cluster_settings: Settings) -> AsyncIterator[quart_typing.TestAppP
 async def scrape(app: quart_typing.TestAppProtocol) -> Samples:
     response = await app.test_client().get("/metrics")
     assert response.status_code == 200
-    return parse((await response.get_data()).decode())
+    return parse(await response.get_data(as_text=True))
 
 
 @pytest.mark.parametrize(

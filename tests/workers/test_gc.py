@@ -21,6 +21,7 @@ from tests.helpers import (
     compact,
     count_rows,
     expire_lease,
+    services_of,
     started_app,
     stdout_event,
     step_events,
@@ -42,7 +43,7 @@ async def app(request: pytest.FixtureRequest) -> AsyncIterator[AppUnderTest]:
 
 
 def services(app: AppUnderTest) -> Services:
-    found: Services = app.app.extensions["procella"]
+    found: Services = services_of(app)
     return found
 
 
