@@ -65,6 +65,11 @@ if CLI_VERSION != pulumi_toolchain.DEFAULT_CLI_VERSION:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: drives the real pulumi CLI against procella serve")
+    config.addinivalue_line(
+        "markers",
+        "any_mode: the test's subject is not how the CLI sends the state (access, config, "
+        "identity, audit, metrics), so it runs in one mode only: journal where it is selected",
+    )
 
 
 def pytest_report_header() -> str:
@@ -75,10 +80,23 @@ def pytest_report_header() -> str:
 SLOWEST_FIRST = ("test_large.py",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Three modes of a test whose subject is not the state's transport would test the same
+    # thing three times (CI time); the modes' own tests cover the transport.
+    one_mode = "journal" if "journal" in SERVER_MODES else SERVER_MODES[0]
+    kept, dropped = [], []
     for item in items:
         item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)  # stable: order kept
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("server") if callspec is not None else None
+        if item.get_closest_marker("any_mode") and mode not in (None, one_mode):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    kept.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)  # stable: order kept
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,7 @@ STARTED_TIMEOUT = 120.0
 # The CLI logs each batch it sends at -v=11 ("flushing journal entries: len=N, cap=M").
 BATCH_LOG = re.compile(r"flushing journal entries: len=(\d+)")
 VERBOSE_FLAGS = ("--logtostderr", "-v=11")
-# procella.updates.journal.BASE_RESOURCE (this script imports nothing of Procella's).
+# procella.state.journal.BASE_RESOURCE (this script imports nothing of Procella's).
 BASE_RESOURCE = "procellaBaseResource"
 # How a secret value looks in the state (resource.SecretSig), and the ciphertexts shortened.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
