@@ -9,7 +9,9 @@
   (journaling off; delta checkpoints with cutoff 0: the CLI sends ``checkpointdelta`` from
   the second checkpoint of every update on) and ``full`` (journaling off; the whole
   deployment on every ``PATCH .../checkpoint``). PROCELLA_E2E_MODES narrows that (nox's
-  compatibility run of the older CLI uses ``journal`` alone).
+  compatibility run of the older CLI uses ``journal`` alone). Modules marked ``any_mode``
+  (access, config, identity, audit, metrics: not about how the state is sent) run in
+  journal mode only.
 * ``pulumi``: the CLI logged in to that server as the site admin, with a fresh PULUMI_HOME.
 * ``names``: an org, project and stack names no other test uses (tests share a server).
 

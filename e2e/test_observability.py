@@ -8,6 +8,7 @@ import secrets
 import urllib.request
 from pathlib import Path
 
+import pytest
 from names import Names
 
 from procella.api.routes import ROUTES
@@ -16,6 +17,9 @@ from procella_testing.metrics_text import Samples, add, delta, label_values, par
 from procella_testing.procella_server import ProcellaServer
 from procella_testing.processes import poll
 from procella_testing.pulumi_cli import PulumiCLI, Stack
+
+# The subject is metrics and request IDs, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 UPDATE = "/api/stacks/<org>/<project>/<stack>/<any(update, preview, refresh, destroy):kind>"
 # The step route each mode takes, and the mode its stored bytes are counted under.

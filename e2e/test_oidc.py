@@ -22,6 +22,9 @@ from procella_testing.procella_server import (
 from procella_testing.processes import Result, expect_fail
 from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project
 
+# The subject is OIDC login, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
+
 CLAIMS = {
     "sub": "repo:acme/infra:ref:refs/heads/main",
     "repository": "acme/infra",
