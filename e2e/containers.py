@@ -38,7 +38,7 @@ from testcontainers.core.container import DockerContainer
 
 from procella_testing.cluster import Cluster
 from procella_testing.procella_server import ProcellaServer
-from procella_testing.processes import Result, free_port, poll
+from procella_testing.processes import Result, free_port, pid_alive, poll
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICAS = 3
@@ -52,20 +52,10 @@ def remove_orphans() -> None:
     try:
         for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
             owner = int(container.labels.get(OWNER_LABEL, "0") or 0)
-            if owner and not _alive(owner):
+            if owner and not pid_alive(owner):
                 container.remove(force=True, v=True)
     finally:
         client.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Container:

@@ -217,3 +217,14 @@ def run_command(
         # Providers and language hosts left behind by a crashing CLI must not outlive it.
         kill_session(process)
     return Result(tuple(args), process.returncode, out, err)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

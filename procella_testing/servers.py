@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from procella_testing.processes import free_port
+from procella_testing.processes import free_port, pid_alive
 
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "procella-test",
@@ -143,20 +143,10 @@ def stop_orphans() -> None:
             owner = int((root / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue  # still starting, or not one of ours
-        if _alive(owner):
+        if pid_alive(owner):
             continue
         orphan = PostgresServer(root, 0, postgres_bindir(), os.geteuid() == 0)
         orphan.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def create_database(admin_url: str) -> str:
