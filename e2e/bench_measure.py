@@ -12,7 +12,7 @@
   the machine's memory is recorded as "OOM guard" instead).
 * ``PeakSampler`` keeps the largest RSS of other trees (each server replica) during a run.
 * ``MotoS3`` is moto's S3 server as a child process (not the in-process thread of
-  tests/services.py), so its CPU is measured apart from this process's samplers.
+  procella_testing/servers.py), so its CPU is measured apart from this process's samplers.
 
 Linux only. Standard library only, apart from psycopg and boto3 in the helpers that talk to
 PostgreSQL and S3.
@@ -34,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from e2e_harness import free_port, kill_session, poll, stop_group
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.cpu import Proc, descendants, machine_seconds, scan, tree_cpu
+from procella_testing.cpu import Proc, descendants, machine_seconds, scan, tree_cpu
+from procella_testing.processes import free_port, kill_session, poll, stop_group
 
 __all__ = ["Proc", "scan", "tree_cpu"]  # bench_up.py reads the process table through here
 
 MB = 1024 * 1024
 
 
-# --- /proc: the process table is loadtest/cpu.py's ----------------------------------
+# --- /proc: the process table is procella_testing/cpu.py's ----------------------
 
 
 def tree_rss(procs: Mapping[int, Proc], roots: Sequence[int]) -> int:
@@ -53,7 +51,7 @@ def tree_rss(procs: Mapping[int, Proc], roots: Sequence[int]) -> int:
 
 def session_rss(procs: Mapping[int, Proc], sid: int) -> int:
     """The CLI's session: its language host and providers run in process groups of their own
-    but stay in its session (e2e_harness.kill_session relies on the same)."""
+    but stay in its session (processes.kill_session relies on the same)."""
     return sum(proc.rss for proc in procs.values() if proc.sid == sid)
 
 

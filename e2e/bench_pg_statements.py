@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 
 import psycopg
-import pulumi_toolchain
-from e2e_harness import ProcellaServer, PulumiCLI, Stack, make_project
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import services
+from procella_testing import pulumi_toolchain, servers
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project
 
 CHECKPOINT_ROUTES = ("checkpoint", "checkpointverbatim", "checkpointdelta")
 
@@ -32,9 +31,9 @@ def main() -> int:
     parser.add_argument("--delta", choices=("on", "off"), default="on")
     args = parser.parse_args()
     toolchain = pulumi_toolchain.ensure_toolchain(verbose=True)
-    pg = services.PostgresServer.start()
+    pg = servers.PostgresServer.start()
     try:
-        with services.s3_server() as endpoint, tempfile.TemporaryDirectory() as work:
+        with servers.s3_server() as endpoint, tempfile.TemporaryDirectory() as work:
             return measure(args, toolchain, pg, endpoint, Path(work))
     finally:
         pg.stop()
@@ -43,11 +42,11 @@ def main() -> int:
 def measure(
     args: argparse.Namespace,
     toolchain: Path,
-    pg: services.PostgresServer,
+    pg: servers.PostgresServer,
     endpoint: str,
     work: Path,
 ) -> int:
-    database = services.create_database(pg.admin_url)
+    database = servers.create_database(pg.admin_url)
     url = pg.url(database)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_stat_statements")
@@ -55,10 +54,10 @@ def measure(
         "PROCELLA_DATABASE_URL": url,
         "PROCELLA_BLOB_BACKEND": "s3",
         "PROCELLA_BLOB_S3_ENDPOINT": endpoint,
-        "PROCELLA_BLOB_S3_BUCKET": services.create_bucket(endpoint),
+        "PROCELLA_BLOB_S3_BUCKET": servers.create_bucket(endpoint),
         "PROCELLA_ENCRYPTION_KEY": "11" * 32,
         "PROCELLA_LOG_LEVEL": "INFO",  # the access lines count the checkpoint requests
-        **services.AWS_TEST_ENV,
+        **servers.AWS_TEST_ENV,
     }
     server = ProcellaServer(
         work / "data", mode="delta" if args.delta == "on" else "full", cutoff_bytes=0, extra_env=env

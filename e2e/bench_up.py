@@ -41,19 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import bench_measure as measure
-import pulumi_toolchain
-from cluster import Cluster
-from e2e_harness import (
-    ProcellaServer,
-    PulumiCLI,
-    expect_ok,
-    make_project,
-    run_command,
-    server_command,
-)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import services
+from procella_testing import pulumi_toolchain, servers
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer, server_command
+from procella_testing.processes import expect_ok, run_command
+from procella_testing.pulumi_cli import PulumiCLI, make_project
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "bench"
@@ -246,20 +239,20 @@ class Services:
 
     def __init__(self, stack: contextlib.ExitStack, work: Path) -> None:
         self._stack, self._work = stack, work
-        self._pg: services.PostgresServer | None = None
+        self._pg: servers.PostgresServer | None = None
         self._s3: measure.MotoS3 | None = None
 
     @property
-    def pg(self) -> services.PostgresServer:
+    def pg(self) -> servers.PostgresServer:
         if self._pg is None:
-            self._pg = services.PostgresServer.start()
+            self._pg = servers.PostgresServer.start()
             self._stack.callback(self._pg.stop)
         return self._pg
 
     @property
     def s3(self) -> measure.MotoS3:
         if self._s3 is None:
-            os.environ.update(services.AWS_TEST_ENV)  # boto3 in this process (bucket sizes)
+            os.environ.update(servers.AWS_TEST_ENV)  # boto3 in this process (bucket sizes)
             self._s3 = measure.MotoS3(self._work / "moto.log")
             self._stack.callback(self._s3.stop)
         return self._s3
@@ -360,8 +353,8 @@ def start_cluster(
 ) -> Backend:
     mode = name.removeprefix("cluster-")
     pg, s3 = shared.pg, shared.s3
-    database = services.create_database(pg.admin_url)
-    bucket = services.create_bucket(s3.endpoint)
+    database = servers.create_database(pg.admin_url)
+    bucket = servers.create_bucket(s3.endpoint)
     cluster = Cluster(
         folder / "cluster",
         database_url=pg.url(database),
@@ -413,7 +406,7 @@ def start_diy(name: str, shared: Services, folder: Path, project: Path, toolchai
         cli = new_cli(toolchain, folder, project, f"file://{state}", None)
         return Backend(name, cli, {}, dict, is_file=True)
     pg = shared.pg
-    database = services.create_database(pg.admin_url)
+    database = servers.create_database(pg.admin_url)
     # The CLI's PostgreSQL DIY backend (pkg/backend/diy/postgres): one table of blobs.
     url = f"postgres://postgres@127.0.0.1:{pg.port}/{database}?sslmode=disable"
     cli = new_cli(toolchain, folder, project, url, None)

@@ -1,7 +1,7 @@
 """Fixtures of the e2e suite: the real `pulumi` CLI against `procella serve`.
 
 * ``toolchain``: the pinned CLI, Python language host and SDK venv (built once per machine by
-  pulumi_toolchain.py, under a file lock, so pytest-xdist workers share one build).
+  procella_testing/pulumi_toolchain.py, under a file lock, so pytest-xdist workers share one build).
   PROCELLA_E2E_CLI_VERSION picks one of the pinned CLI versions (default: the newest pin).
 * ``server``: one ``procella serve`` (or, with PROCELLA_E2E_TOPOLOGY=cluster or containers,
   three replicas behind Caddy) per xdist worker and mode. It is parametrized, so every
@@ -9,7 +9,9 @@
   (journaling off; delta checkpoints with cutoff 0: the CLI sends ``checkpointdelta`` from
   the second checkpoint of every update on) and ``full`` (journaling off; the whole
   deployment on every ``PATCH .../checkpoint``). PROCELLA_E2E_MODES narrows that (nox's
-  compatibility run of the older CLI uses ``journal`` alone).
+  compatibility run of the older CLI uses ``journal`` alone). Modules marked ``any_mode``
+  (access, config, identity, audit, metrics: not about how the state is sent) run in
+  journal mode only.
 * ``pulumi``: the CLI logged in to that server as the site admin, with a fresh PULUMI_HOME.
 * ``names``: an org, project and stack names no other test uses (tests share a server).
 
@@ -21,22 +23,20 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
-import pulumi_toolchain
 import pytest
-from cluster import Cluster
-from e2e_harness import MODES, Names, ProcellaServer, PulumiCLI, make_project
+from names import Names
 
-# The test-support services (PostgreSQL, S3) live in the repository's tests package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import images, services
+from procella_testing import images, pulumi_toolchain, servers
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import MODES, ProcellaServer
+from procella_testing.pulumi_cli import PulumiCLI, make_project
 
 # PROCELLA_E2E_TOPOLOGY=cluster: three replicas on PostgreSQL + S3 behind Caddy, as local
-# processes (cluster.py); =containers: the same through a Docker engine with the project's
-# image (containers.py).
+# processes (procella_testing/cluster.py); =containers: the same through a Docker engine with
+# the project's image (containers.py).
 TOPOLOGY = os.environ.get("PROCELLA_E2E_TOPOLOGY", "single")
 if TOPOLOGY not in ("single", "cluster", "containers"):
     raise RuntimeError("PROCELLA_E2E_TOPOLOGY must be single, cluster or containers")
@@ -67,6 +67,11 @@ if CLI_VERSION != pulumi_toolchain.DEFAULT_CLI_VERSION:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: drives the real pulumi CLI against procella serve")
+    config.addinivalue_line(
+        "markers",
+        "any_mode: the test's subject is not how the CLI sends the state (access, config, "
+        "identity, audit, metrics), so it runs in one mode only: journal where it is selected",
+    )
 
 
 def pytest_report_header() -> str:
@@ -77,10 +82,23 @@ def pytest_report_header() -> str:
 SLOWEST_FIRST = ("test_large.py",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Three modes of a test whose subject is not the state's transport would test the same
+    # thing three times (CI time); the modes' own tests cover the transport.
+    one_mode = "journal" if "journal" in SERVER_MODES else SERVER_MODES[0]
+    kept, dropped = [], []
     for item in items:
         item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)  # stable: order kept
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("server") if callspec is not None else None
+        if item.get_closest_marker("any_mode") and mode not in (None, one_mode):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    kept.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)  # stable: order kept
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -113,9 +131,9 @@ def make_cluster(request: pytest.FixtureRequest, root: Path, mode: str) -> Clust
     processes, or containers of the project's image (not started yet)."""
     postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
     settings = {
-        "database_url": postgres.url(services.create_database(postgres.admin_url)),
+        "database_url": postgres.url(servers.create_database(postgres.admin_url)),
         "s3_endpoint": s3,
-        "bucket": services.create_bucket(s3),
+        "bucket": servers.create_bucket(s3),
         "mode": mode,
     }
     if CONTAINERS:
@@ -126,7 +144,7 @@ def make_cluster(request: pytest.FixtureRequest, root: Path, mode: str) -> Clust
 
 @pytest.fixture(scope="session")
 def container_images() -> dict[str, str]:
-    """The containers topology's images (tests/images.py), built once per machine and
+    """The containers topology's images (procella_testing/images.py), built once per machine and
     reused while nothing they are made of changes. No engine: the topology fails, loudly."""
     problem = images.engine_available()
     if problem:
@@ -146,16 +164,16 @@ def container_images() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def postgres(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[services.PostgresServer | containers.PostgresContainer]:
+) -> Iterator[servers.PostgresServer | containers.PostgresContainer]:
     """The cluster topologies' PostgreSQL server (one per xdist worker)."""
-    server: services.PostgresServer | containers.PostgresContainer
+    server: servers.PostgresServer | containers.PostgresContainer
     if CONTAINERS:
         image = request.getfixturevalue("container_images")["postgres"]
         server = containers.PostgresContainer(image, tmp_path_factory.mktemp("postgres"))
         request.addfinalizer(server.stop)  # also when it fails to start
         server.start()
     else:
-        server = services.PostgresServer.start()
+        server = servers.PostgresServer.start()
     try:
         yield server
     finally:
@@ -168,12 +186,12 @@ def s3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     if CONTAINERS:
         image = request.getfixturevalue("container_images")["s3"]
         with (
-            services.aws_test_env(),
+            servers.aws_test_env(),
             containers.s3_server(image, tmp_path_factory.mktemp("s3")) as endpoint,
         ):
             yield endpoint
     else:
-        with services.s3_server() as endpoint:
+        with servers.s3_server() as endpoint:
             yield endpoint
 
 

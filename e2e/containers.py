@@ -1,5 +1,6 @@
-"""The containers topology of the e2e suite: the cluster topology (cluster.py) run through a
-Docker engine with the project's own image, as the compose "cluster" profile runs it.
+"""The containers topology of the e2e suite: the cluster topology
+(procella_testing/cluster.py) run through a Docker engine with the project's own image, as
+the compose "cluster" profile runs it.
 
 * PostgreSQL and an S3 server: local stand-in images (tests/standins), since upstream
   images cannot be pulled here;
@@ -32,10 +33,12 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 import docker
 import psycopg
-from cluster import Cluster
 from docker.models.containers import Container as SDKContainer
-from e2e_harness import ProcellaServer, Result, free_port, poll
 from testcontainers.core.container import DockerContainer
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import Result, free_port, pid_alive, poll
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICAS = 3
@@ -49,20 +52,10 @@ def remove_orphans() -> None:
     try:
         for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
             owner = int(container.labels.get(OWNER_LABEL, "0") or 0)
-            if owner and not _alive(owner):
+            if owner and not pid_alive(owner):
                 container.remove(force=True, v=True)
     finally:
         client.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Container:
@@ -142,7 +135,7 @@ class Container:
 
 class PostgresContainer:
     """The stand-in PostgreSQL image on 127.0.0.1, trust auth; the interface of
-    tests.services.PostgresServer that the conftest uses (admin_url, url, stop)."""
+    procella_testing.servers.PostgresServer that the conftest uses (admin_url, url, stop)."""
 
     def __init__(self, image: str, root: Path) -> None:
         self.port = free_port()

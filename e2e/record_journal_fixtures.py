@@ -34,8 +34,9 @@ the unit test then shows the difference too). The scenarios, per CLI pin:
 * ``failed-create``: an `up` whose second create raises (its ``wait_file`` is in a folder
   that does not exist, so the provider cannot write its marker file).
 
-Standard library only (like e2e_harness). Run it with the interpreter that has Procella
-installed: the server is the ``procella`` script next to it (or $PROCELLA_E2E_COMMAND).
+Standard library only (like procella_testing's process helpers). Run it with the interpreter
+that has Procella and its `test` extra installed: the server is the ``procella`` script next
+to it (or $PROCELLA_E2E_COMMAND).
 """
 
 from __future__ import annotations
@@ -58,18 +59,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import pulumi_toolchain
-from e2e_harness import (
-    E2E_DIR,
-    ProcellaServer,
-    PulumiCLI,
-    Result,
-    Stack,
-    expect_fail,
-    expect_ok,
-    make_project,
-    poll,
-)
+from procella_testing import pulumi_toolchain
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import Result, expect_fail, expect_ok, poll
+from procella_testing.pulumi_cli import E2E_DIR, PulumiCLI, Stack, make_project
 
 Json = dict[str, Any]
 
@@ -80,7 +73,7 @@ STARTED_TIMEOUT = 120.0
 # The CLI logs each batch it sends at -v=11 ("flushing journal entries: len=N, cap=M").
 BATCH_LOG = re.compile(r"flushing journal entries: len=(\d+)")
 VERBOSE_FLAGS = ("--logtostderr", "-v=11")
-# procella.updates.journal.BASE_RESOURCE (this script imports nothing of Procella's).
+# procella.state.journal.BASE_RESOURCE (this script imports nothing of Procella's).
 BASE_RESOURCE = "procellaBaseResource"
 # How a secret value looks in the state (resource.SecretSig), and the ciphertexts shortened.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"

@@ -10,19 +10,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster import Cluster
-from e2e_harness import (
-    AUTH_CACHE_SECONDS,
-    Names,
-    ProcellaServer,
-    PulumiCLI,
-    Result,
-    Stack,
-    expect_fail,
-    make_project,
-    poll,
-    resources,
-)
+import pytest
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import AUTH_CACHE_SECONDS, ProcellaServer
+from procella_testing.processes import Result, expect_fail, poll
+from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project, resources
+
+# The subject is who may read and write, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 
 def expect_denied(result: Result, *, hidden: bool = False) -> None:

@@ -8,8 +8,15 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster import Cluster
-from e2e_harness import Names, ProcellaServer, PulumiCLI, Stack
+import pytest
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.pulumi_cli import PulumiCLI, Stack
+
+# The subject is what the audit log records, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 
 def test_a_session_is_in_the_audit_log(

@@ -12,7 +12,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from e2e_harness import Names, ProcellaServer, PulumiCLI, Result, Stack, engine_changes
+from names import Names
+
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import Result
+from procella_testing.pulumi_cli import PulumiCLI, Stack, engine_changes
 
 # glog line of the CLI's HTTP client (pkg/backend/httpstate/client/api.go, level 10).
 RESPONSE_LINE = re.compile(r"Pulumi API call response code \((\S+)\): (\d{3})")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster import Cluster
-from e2e_harness import Names, PulumiCLI, Stack, expect_ok, resources
+from names import Names
 from test_concurrency import STARTED_TIMEOUT, slow_stack, wait_until_inside_update
+
+from procella_testing.cluster import Cluster
+from procella_testing.processes import expect_ok
+from procella_testing.pulumi_cli import PulumiCLI, Stack, resources
 
 
 def test_up_survives_a_replica_killed_mid_update(

@@ -9,18 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e_harness import (
-    Background,
-    Names,
-    ProcellaServer,
-    PulumiCLI,
-    Result,
-    Stack,
-    expect_fail,
-    expect_ok,
-    poll,
-    resources,
-)
+from names import Names
+
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import Background, Result, expect_fail, expect_ok, poll
+from procella_testing.pulumi_cli import PulumiCLI, Stack, resources
 
 STARTED_TIMEOUT = 120.0
 # The CLI's message for a 409 from "start update" (ConflictingUpdateError) links here.

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from e2e_harness import Names, PulumiCLI, Stack, expect_fail
+import pytest
+from names import Names
+
+from procella_testing.processes import expect_fail
+from procella_testing.pulumi_cli import PulumiCLI, Stack
+
+# The subject is stack config and its secrets, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 PLAINTEXT = "correct-horse-battery-staple"
 

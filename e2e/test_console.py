@@ -27,17 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Cluster
 from conftest import CLUSTER, make_cluster
-from e2e_harness import (
-    Names,
-    ProcellaServer,
-    PulumiCLI,
-    Stack,
-    expect_fail,
-    make_project,
-    poll,
-)
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import expect_fail, poll
+from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project
 
 CHROMIUM = os.environ.get("PROCELLA_E2E_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("PROCELLA_CONSOLE_SCREENSHOTS", "")

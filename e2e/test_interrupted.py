@@ -12,8 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from e2e_harness import Names, ProcellaServer, PulumiCLI, engine_changes, poll, resources
+from names import Names
 from test_concurrency import STARTED_TIMEOUT, slow_stack, wait_until_inside_update
+
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import poll
+from procella_testing.pulumi_cli import PulumiCLI, engine_changes, resources
 
 # More creates in flight than the 9 up to which the CLI's delta checkpoints leave pending
 # operations out (and above which they write them as `pendingOperations`).

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e_harness import Names, PulumiCLI, Stack, engine_changes, resources
+from names import Names
+
+from procella_testing.pulumi_cli import PulumiCLI, Stack, engine_changes, resources
 
 COUNT = 300
 CHANGED = 10  # generation 2 changes the first 10 resources (the program's default)

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pulumi_toolchain
-from e2e_harness import TEMPLATES_DIR, Names, ProcellaServer, PulumiCLI, Stack
+import pytest
+from names import Names
+
+from procella_testing import pulumi_toolchain
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.pulumi_cli import TEMPLATES_DIR, PulumiCLI, Stack
+
+# The subject is pulumi new from a template, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 TEMPLATE = TEMPLATES_DIR / "e2e-python"
 

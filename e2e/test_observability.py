@@ -8,11 +8,18 @@ import secrets
 import urllib.request
 from pathlib import Path
 
-from cluster import Cluster
-from e2e_harness import Names, ProcellaServer, PulumiCLI, Stack, poll
+import pytest
+from names import Names
 
 from procella.api.routes import ROUTES
-from tests.observability import Samples, add, delta, label_values, parse, total
+from procella_testing.cluster import Cluster
+from procella_testing.metrics_text import Samples, add, delta, label_values, parse, total
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import poll
+from procella_testing.pulumi_cli import PulumiCLI, Stack
+
+# The subject is metrics and request IDs, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 UPDATE = "/api/stacks/<org>/<project>/<stack>/<any(update, preview, refresh, destroy):kind>"
 # The step route each mode takes, and the mode its stored bytes are counted under.

@@ -1,6 +1,6 @@
-"""`pulumi login --oidc-token`: a CI job's ID token from a real issuer (tests/oidc_issuer.py,
-on 127.0.0.1) exchanged for a Procella token, then `pulumi up` with it; and every refusal
-shown by the CLI with the server's reason."""
+"""`pulumi login --oidc-token`: a CI job's ID token from a real issuer
+(procella_testing/oidc_issuer.py, on 127.0.0.1) exchanged for a Procella token, then
+`pulumi up` with it; and every refusal shown by the CLI with the server's reason."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Cluster
-from e2e_harness import (
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.oidc_issuer import OidcIssuer, SigningKey, running_issuer
+from procella_testing.procella_server import (
     AUTH_CACHE_SECONDS,
     OIDC_JWKS_CACHE_SECONDS,
-    Names,
     ProcellaServer,
-    PulumiCLI,
-    Result,
-    Stack,
-    expect_fail,
-    make_project,
 )
+from procella_testing.processes import Result, expect_fail
+from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project
 
-from tests.oidc_issuer import OidcIssuer, SigningKey, running_issuer
+# The subject is OIDC login, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 CLAIMS = {
     "sub": "repo:acme/infra:ref:refs/heads/main",

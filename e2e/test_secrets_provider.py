@@ -19,7 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from e2e_harness import Names, PulumiCLI, Result, Stack, engine_changes, root_outputs
+from names import Names
+
+from procella_testing.processes import Result
+from procella_testing.pulumi_cli import PulumiCLI, Stack, engine_changes, root_outputs
 
 SECRET = "s3cr3t-config-value"
 

@@ -6,7 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e_harness import Names, ProcellaServer, PulumiCLI, expect_fail, make_project
+from names import Names
+
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import expect_fail
+from procella_testing.pulumi_cli import PulumiCLI, make_project
 
 DEFAULT_ORG = "organization"  # PROCELLA_DEFAULT_ORG is left at its default
 NOT_FOUND = "no stack named"  # the CLI's message for a 404 from GET /api/stacks/o/p/s

@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster import Cluster
-from e2e_harness import Names, ProcellaServer, PulumiCLI, Stack, expect_fail, make_project
+import pytest
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import expect_fail
+from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project
+
+# The subject is what a team token may do, not how the CLI sends the state: one mode (conftest).
+pytestmark = pytest.mark.any_mode
 
 
 def test_a_team_token_writes_where_its_team_may(

@@ -10,15 +10,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cluster import Cluster
-from e2e_harness import (
-    Names,
-    ProcellaServer,
+from names import Names
+
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
+from procella_testing.processes import expect_fail
+from procella_testing.pulumi_cli import (
     PulumiCLI,
     Stack,
     by_name,
     engine_changes,
-    expect_fail,
     make_project,
     resources,
     root_outputs,

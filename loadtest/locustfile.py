@@ -1,6 +1,6 @@
 """Locust users that behave like the Pulumi CLI against Procella, to load its database.
 
-    LOAD_TOKEN=<token> locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 60s \
+    PYTHONPATH=. LOAD_TOKEN=<token> locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 60s \
         --host http://127.0.0.1:9090
 
 Four scenarios, one user class each (weights in brackets; run a subset by naming the
@@ -23,8 +23,10 @@ Any non-2xx is a failure, except the 404 of `stack init`'s existence check. Call
 retries (every GET, checkpoints, events, renew, complete, secrets, cancel) are retried the
 same way on network errors, 429 and 5xx (1 s, 2 s, 4 s), each failed attempt counted.
 
-Only the standard library, locust and pulumi_wire (beside this file) are imported: locust
-patches the process with gevent when imported, so nothing asyncio-based may come first.
+Only the standard library, locust and pulumi_wire (beside this file; it uses
+procella_testing.wire, standard library only, found through PYTHONPATH=<checkout>) are
+imported: locust patches the process with gevent when imported, so nothing asyncio-based may
+come first.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def _describe(status: int, name: str, content: bytes | None) -> str:
     return f"HTTP {status}: {_IDS.sub('#', message)[:160]}"
 
 
-class PulumiUser(FastHttpUser):
+class PulumiUser(FastHttpUser):  # type: ignore[misc]  # locust: not in the lint venv
     """Speaks the CLI's dialect: headers, gzip bodies, retries. One stack at a time."""
 
     abstract = True
@@ -151,7 +153,7 @@ class PulumiUser(FastHttpUser):
                 method,
                 path,
                 name=name,
-                data=body,  # type: ignore[arg-type]  # bytes go out as they are
+                data=body,  # bytes go out as they are
                 headers=headers,
                 catch_response=True,
             ) as response:

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
+REPO = HERE.parent
 SETTLE_SECONDS = 60.0  # on top of the run time: ramp-up, stopping users, writing files
 
 
@@ -53,10 +54,12 @@ def run(plan: Plan, url: str, out: Path) -> Outcome:
         *("--host", url, "--json-file", str(out / "locust"), "--csv", str(out / "locust")),
         *plan.classes,
     ]
-    # The load venv's locust must not pick up this interpreter's paths.
+    # The load venv's locust must not pick up this interpreter's paths; only the checkout's,
+    # for procella_testing.wire (standard library only), which pulumi_wire sends.
     env = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
     }
+    env["PYTHONPATH"] = str(REPO)
     env.update(plan.load_env)
     started = time.monotonic()
     deadline = started + plan.run_time + plan.users / plan.spawn_rate + SETTLE_SECONDS

@@ -48,8 +48,9 @@ class Psql:
 def prepare(psql: Psql) -> dict[str, str]:
     """Turn statement statistics on; return the settings that shape commit cost.
 
-    tests/services.py starts PostgreSQL with fsync and full_page_writes off (fast tests), and
-    command-line settings outrank ALTER SYSTEM, so a run reports them rather than hiding it.
+    procella_testing/servers.py starts PostgreSQL with fsync and full_page_writes off (fast
+    tests), and command-line settings outrank ALTER SYSTEM, so a run reports them rather than
+    hiding it.
     """
     psql.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     names = ("fsync", "full_page_writes", "synchronous_commit", "max_connections")

@@ -1,10 +1,11 @@
-"""What the Pulumi CLI puts on the wire, built with the standard library only.
+"""What the simulated CLIs of a load run put on the wire, built with the standard library only.
 
 The locustfile sends these bytes; nothing here imports locust, so the texts and deltas can
-be checked on their own (``python loadtest/pulumi_wire.py`` runs a self-check). Shapes and
-rules are those of the protocol note (shared/reference/pulumi-service-api.md, sections 5-7):
-checkpoint texts are compact JSON in the CLI's fixed key order, a delta is byte-offset edits
-into the previous text of the same update plus the SHA-256 of the new text.
+be checked on their own (``python loadtest/pulumi_wire.py`` runs a self-check). The request
+bodies' shapes are ``procella_testing.wire``'s, shared with the API tests; this module adds
+what a load run needs on top: its settings, realistic checkpoint texts in the CLI's fixed
+key order, the byte-offset deltas between them (plus the SHA-256 of the new text) and engine
+events in the CLI's batches (shared/reference/pulumi-service-api.md, sections 5-7).
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from procella_testing import wire
+from procella_testing.wire import ACCEPT as ACCEPT  # the locustfile's headers
+from procella_testing.wire import compact
+
 CLI_VERSION = "v3.259.0"
-ACCEPT = "application/vnd.pulumi+9"  # currentAPIVersion = 9
 GZIP_LEVEL = 6  # Go's compress/gzip default, what the CLI uses
 EVENTS_PER_BATCH = 50  # the CLI flushes engine events in batches of at most 50
 DELTA_MODES = ("auto", "on", "off")
-
-
-def _compact(value: Any) -> bytes:
-    # Go's encoder: no spaces, keys in struct order (dicts keep insertion order here).
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def gzipped(body: bytes) -> bytes:
@@ -107,58 +106,41 @@ class DeltaPolicy:
         return len(prev) >= self.cutoff and len(new) >= self.cutoff
 
 
-# Request bodies ---------------------------------------------------------------------------
+# Request bodies: the shapes are procella_testing.wire's, with what a load run puts in them --
 
 
 def create_stack_body(stack: str, project: str) -> bytes:
     tags = {"pulumi:project": project, "pulumi:runtime": "python"}
-    return _compact({"stackName": stack, "tags": tags})
+    return compact(wire.create_stack(stack, tags=tags))
 
 
 def update_program_body(project: str, *, dry_run: bool, message: str) -> bytes:
     """``UpdateProgramRequest`` as `pulumi up` / `pulumi preview` send it."""
-    return _compact(
-        {
-            "name": project,
-            "runtime": "python",
-            "main": "",
-            "description": "",
-            "options": {
-                "localPolicyPackPaths": None,
-                "color": "raw",
-                "dryRun": dry_run,
-                "parallel": 16,
-                "showConfig": False,
-                "showReplacementSteps": False,
-                "showNames": False,
-                "summary": False,
-                "debug": False,
-            },
-            "config": {f"{project}:size": {"string": "large", "secret": False, "object": False}},
-            "metadata": {
-                "message": message,
-                "environment": {"exec.kind": "cli", "pulumi.version": CLI_VERSION},
-            },
-        }
+    config = {f"{project}:size": {"string": "large", "secret": False, "object": False}}
+    environment = {"exec.kind": "cli", "pulumi.version": CLI_VERSION}
+    return compact(
+        wire.update_program(
+            project, dry_run=dry_run, message=message, config=config, environment=environment
+        )
     )
 
 
 def start_update_body(project: str) -> bytes:
     # No journalVersion: these scenarios send checkpoints, as a CLI with
     # PULUMI_DISABLE_JOURNALING does (a journaling update refuses checkpoints).
-    return _compact({"tags": {"pulumi:project": project}})
+    return compact(wire.start_update({"pulumi:project": project}))
 
 
-RENEW_LEASE_BODY = _compact({"token": "", "duration": 300})
+RENEW_LEASE_BODY = compact(wire.renew_lease(300))
 
 
 def complete_body(status: str) -> bytes:
-    return _compact({"status": status})
+    return compact(wire.complete(status))
 
 
 def verbatim_body(text: bytes, sequence: int) -> bytes:
     """``PatchUpdateVerbatimCheckpointRequest`` with the text spliced in untouched."""
-    return b'{"version":3,"untypedDeployment":' + text + b',"sequenceNumber":%d}' % sequence
+    return wire.verbatim_checkpoint(text, sequence)
 
 
 @dataclass(frozen=True)
@@ -170,25 +152,9 @@ class TextEdit:
 
 def delta_body(edits: list[TextEdit], new_text: bytes, sequence: int) -> bytes:
     """``PatchUpdateCheckpointDeltaRequest``: gotextdiff TextEdits and the new text's hash."""
-    spans = [
-        {
-            "Span": {
-                "uri": "",
-                "start": {"line": 1, "column": 1, "offset": e.start},
-                "end": {"line": 1, "column": 1, "offset": e.end},
-            },
-            "NewText": e.new_text.decode(),
-        }
-        for e in edits
-    ]
-    return _compact(
-        {
-            "version": 3,
-            "checkpointHash": hashlib.sha256(new_text).hexdigest(),
-            "sequenceNumber": sequence,
-            "deploymentDelta": spans,
-        }
-    )
+    spans = [wire.text_edit(e.start, e.end, e.new_text.decode()) for e in edits]
+    checkpoint_hash = hashlib.sha256(new_text).hexdigest()
+    return compact(wire.delta_checkpoint(spans, checkpoint_hash, sequence))
 
 
 def apply_edits(prev: bytes, edits: list[TextEdit]) -> bytes:
@@ -205,11 +171,11 @@ def secret_plaintexts(count: int, salt: str) -> list[str]:
 
 
 def batch_encrypt_body(plaintexts: list[str]) -> bytes:
-    return _compact({"plaintexts": plaintexts})
+    return compact(wire.batch_encrypt(plaintexts))
 
 
 def batch_decrypt_body(ciphertexts: list[str]) -> bytes:
-    return _compact({"ciphertexts": ciphertexts})
+    return compact(wire.batch_decrypt(ciphertexts))
 
 
 # Deployments ------------------------------------------------------------------------------
@@ -248,7 +214,7 @@ class Deployment:
             "modified": rfc3339_now(),
         }
         stable = [self.resource(i, generation=0) for i in range(base)]
-        self._stable = b",".join([_compact(root), _compact(provider), *stable])
+        self._stable = b",".join([compact(root), compact(provider), *stable])
         providers = {
             "type": "service",
             "state": {"url": url, "owner": org, "project": project, "stack": stack},
@@ -260,7 +226,7 @@ class Deployment:
             + b'","version":"'
             + CLI_VERSION.encode()
             + b'"},"secrets_providers":'
-            + _compact(providers)
+            + compact(providers)
             + b',"metadata":{},"resources":['
         )
         self.base_count = base
@@ -280,7 +246,7 @@ class Deployment:
         }
         outputs = {**inputs, "arn": f"arn:aws:example:us-east-1:123456789012:thing/{rid}"}
         stamp = rfc3339_now()
-        return _compact(
+        return compact(
             {
                 "urn": self.urn(index),
                 "custom": True,
@@ -376,23 +342,18 @@ class Events:
         )
 
     def summary(self, changes: dict[str, int]) -> None:
-        self._add(
-            "summaryEvent",
-            {
-                "maybeCorrupt": False,
-                "durationSeconds": 1,
-                "resourceChanges": changes,
-                "PolicyPacks": {},
-                "isPreview": self.preview,
-            },
+        timestamp = int(time.time())
+        self.pending.append(
+            wire.summary_event(self.sequence, timestamp, changes, preview=self.preview)
         )
+        self.sequence += 1
 
     def take(self, *, flush: bool) -> bytes | None:
         """A batch body when 50 events are waiting (or any, on ``flush``)."""
         if not self.pending or (len(self.pending) < EVENTS_PER_BATCH and not flush):
             return None
         batch, self.pending = self.pending[:EVENTS_PER_BATCH], self.pending[EVENTS_PER_BATCH:]
-        return _compact({"events": batch})
+        return compact(wire.event_batch(batch))
 
 
 # Self-check -------------------------------------------------------------------------------

@@ -34,13 +34,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import appmetrics
-import cpu
 import locustrun
 import pgstats
 import report
 import topology
 from summary import Database, Run, comparison, describe
 
+from procella_testing import cpu
+
+REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LOCUST = Path.home() / ".cache" / "procella" / "loadvenv" / "bin" / "locust"
 USER_CLASSES = ("DeployUser", "ReadUser", "PreviewUser", "SecretsUser")
 IDLE_CORES = 0.2  # busier than this before a run: someone else is using the machine
@@ -274,7 +276,7 @@ def _options(args: argparse.Namespace) -> dict[str, str]:
 def checkout(rev: str, into: Path) -> str:
     """Extract ``procella/`` at ``rev`` into ``into`` (read-only use of the repository), so
     the servers measure one fixed commit while the working tree keeps changing."""
-    repo = str(topology.REPO)
+    repo = str(REPO)
     sha = subprocess.run(
         ["git", "-C", repo, "rev-parse", "--verify", f"{rev}^{{commit}}"],
         capture_output=True,

@@ -1,9 +1,9 @@
 """The servers a load run targets, started on this machine from the repository's own helpers.
 
-* ``single``: one ``procella serve`` on the embedded default (SQLite + local files), the
-  e2e suite's ``ProcellaServer``.
-* ``cluster``: the e2e suite's ``Cluster`` (three replicas behind Caddy with the
-  repository's Caddyfile) on ``tests/services.py``'s PostgreSQL (pg_stat_statements
+* ``single``: one ``procella serve`` on the embedded default (SQLite + local files),
+  ``procella_testing``'s ``ProcellaServer``.
+* ``cluster``: ``procella_testing``'s ``Cluster`` (three replicas behind Caddy with the
+  repository's Caddyfile) on its PostgreSQL (``servers.py``: pg_stat_statements
   preloaded) and moto S3 server.
 
 Both listen on 127.0.0.1 only, on free ports, in a temp folder of their own. Everything is
@@ -14,21 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# e2e/cluster.py imports its siblings as top-level modules; tests/ is a package of the repo.
-for _path in (REPO / "e2e", REPO):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from cluster import Cluster  # noqa: E402
-from e2e_harness import ProcellaServer  # noqa: E402
-
-from tests import services  # noqa: E402
+from procella_testing import servers
+from procella_testing.cluster import Cluster
+from procella_testing.procella_server import ProcellaServer
 
 # The e2e cluster sends every checkpoint over 4 KB to S3 and advertises deltas from byte 0,
 # to exercise those paths with small test programs. A load run wants the production
@@ -39,7 +31,7 @@ _E2E_ONLY = ("PROCELLA_CHECKPOINT_INLINE_MAX_BYTES", "PROCELLA_DELTA_CHECKPOINT_
 
 @dataclass
 class Postgres:
-    server: services.PostgresServer
+    server: servers.PostgresServer
     database: str
 
     @property
@@ -92,18 +84,18 @@ def _single(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) -> 
 
 
 def _cluster(stack: contextlib.ExitStack, root: Path, env: Mapping[str, str]) -> Running:
-    pg = services.PostgresServer.start()
+    pg = servers.PostgresServer.start()
     stack.callback(pg.stop)
     # moto runs as a thread of this process (its werkzeug access log would flood the
     # report); it also sets the AWS test credentials.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    endpoint = stack.enter_context(services.s3_server())
-    database = services.create_database(pg.admin_url)
+    endpoint = stack.enter_context(servers.s3_server())
+    database = servers.create_database(pg.admin_url)
     cluster = Cluster(
         root / "cluster",
         database_url=pg.url(database),
         s3_endpoint=endpoint,
-        bucket=services.create_bucket(endpoint),
+        bucket=servers.create_bucket(endpoint),
         mode="delta",
     )
     for replica in cluster.replicas:

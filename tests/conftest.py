@@ -12,6 +12,13 @@ environment variable is set (derandomized, so a CI run is reproducible, and prin
 blob that replays a failure), ``dev`` otherwise; ``HYPOTHESIS_PROFILE`` picks one by name
 (``thorough`` searches ten times longer, for a local hunt). Both default profiles bound
 the examples, so the property suite stays well under a minute in every run.
+
+Tests that need a server are marked by what they use (``pytest_collection_modifyitems``), so
+``pytest -m "not postgres and not s3"`` runs with no server binaries and a new test is marked
+as it is written: the ``pg_admin_url`` fixture (and those built on it: ``pg_url``,
+``cluster_settings``) marks ``postgres``, ``s3_endpoint`` marks ``s3``, and ``settings``
+marks both under ``PROCELLA_TEST_BACKEND=cluster``. A fixture that picks a backend by its
+parameter marks that parameter (``pytest.param("postgres", marks=pytest.mark.postgres)``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from quart.typing import TestAppProtocol, TestClientProtocol
 
 from procella import create_app
 from procella.settings import Settings
-from tests import services
+from procella_testing import servers
 
 ADMIN_TOKEN = "pul-" + "a" * 40
 BACKEND = os.environ.get("PROCELLA_TEST_BACKEND", "embedded")
@@ -45,32 +52,49 @@ hypothesis.settings.load_profile(
 )
 
 
+# Fixture -> the markers of the servers it starts (directly or through the fixtures it uses).
+SERVER_MARKERS = {
+    "pg_admin_url": ("postgres",),
+    "s3_endpoint": ("s3",),
+    **({"settings": ("postgres", "s3")} if BACKEND == "cluster" else {}),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for fixture, markers in SERVER_MARKERS.items():
+            if fixture in used:
+                for marker in markers:
+                    item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """A PostgreSQL server for this test process (one per xdist worker)."""
-    with services.postgres_server() as url:
+    with servers.postgres_server() as url:
         yield url
 
 
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty database for one test."""
-    name = services.create_database(pg_admin_url)
+    name = servers.create_database(pg_admin_url)
     try:
         yield pg_admin_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        services.drop_database(pg_admin_url, name)
+        servers.drop_database(pg_admin_url, name)
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    with services.s3_server() as endpoint:
+    with servers.s3_server() as endpoint:
         yield endpoint
 
 
 @pytest.fixture
 def s3_bucket(s3_endpoint: str) -> str:
-    return services.create_bucket(s3_endpoint)
+    return servers.create_bucket(s3_endpoint)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 ``Api`` speaks the Pulumi protocol the way the CLI does (headers, gzip on the routes the
 CLI gzips, update tokens on the lease calls) against the Quart test client, and returns
-the raw responses so each test asserts on exactly what the server sent.
+the raw responses so each test asserts on exactly what the server sent. The bodies are
+``procella_testing.wire``'s, which the load scenarios send too.
 """
 
 from __future__ import annotations
@@ -19,18 +20,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import generate_latest
+from quart import Quart
+from quart.testing.app import TestApp
 from quart.typing import TestAppProtocol, TestClientProtocol
 
 from procella import create_app, metrics
 from procella.auth.models import Role
+from procella.metadata.sqlite import SqliteStore
+from procella.services import Services
 from procella.settings import Settings
+from procella_testing import wire
+
+# The API tests build bodies with these too.
+from procella_testing.wire import compact as compact
+from procella_testing.wire import journal_entry as journal_entry
+from procella_testing.wire import text_edit as text_edit
 from tests.conftest import ADMIN_TOKEN
 
-ACCEPT = "application/vnd.pulumi+9"
 DEFAULT_ORG = "organization"
 # The peer address of every ``Api`` call, as a server would see it (the test client sends none).
 CALLER = {"client": ("127.0.0.1", 50000)}  # Settings.default_org, the admin's organization
 _UNSET: Any = object()
+
+
+def quart_app(app: TestAppProtocol) -> Quart:
+    """The app under ``test_app()``: the protocol Quart types it with does not name it."""
+    assert isinstance(app, TestApp), app
+    return app.app
+
+
+def services_of(app: TestAppProtocol) -> Services:
+    """What the app under test works with: its stores and services."""
+    found: Services = quart_app(app).extensions["procella"]
+    return found
 
 
 def gz(data: bytes | str | Any) -> bytes:
@@ -96,7 +118,7 @@ async def make_token(
     app: TestAppProtocol, org: str, role: Role, login: str, name: str | None = None
 ) -> str:
     """A fresh API token for ``login`` with ``role`` in ``org`` (both created if missing)."""
-    auth = app.app.extensions["procella"].auth
+    auth = services_of(app).auth
     issued = await auth.create_token(org, role, login, name or f"t-{time.monotonic_ns()}")
     token: str = issued.token
     return token
@@ -104,7 +126,7 @@ async def make_token(
 
 async def expire_lease(app: TestAppProtocol, update_id: str) -> None:
     """Put the update's lease in the past, as if its CLI had died long ago."""
-    async with app.app.extensions["procella"].meta.transaction() as conn:
+    async with services_of(app).meta.transaction() as conn:
         await conn.execute("UPDATE updates SET lease_expires_at = 0 WHERE id = ?", (update_id,))
 
 
@@ -113,10 +135,13 @@ async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 1
     on PostgreSQL, lock requests ``pg_locks`` shows not granted in this database; on SQLite,
     tasks queued for the store's one writer. Fails after ``timeout`` seconds, so a race test
     cannot pass without the race it sets up."""
-    meta = app.app.extensions["procella"].meta
+    meta = services_of(app).meta
     deadline = time.monotonic() + timeout
     while True:
-        if meta.dialect == "postgres":
+        if isinstance(meta, SqliteStore):
+            # SqliteStore serializes writers on an asyncio.Lock; its queue is the waiters.
+            waiting = len(meta._write_lock._waiters or ())
+        else:  # PostgreSQL
             async with meta.read() as conn:
                 row = await conn.fetchone(
                     "SELECT count(DISTINCT l.pid) FROM pg_locks l "
@@ -125,9 +150,6 @@ async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 1
                 )
             assert row is not None
             waiting = int(row[0])
-        else:
-            # SqliteStore serializes writers on an asyncio.Lock; its queue is the waiters.
-            waiting = len(meta._write_lock._waiters or ())
         if waiting >= count:
             return
         if time.monotonic() > deadline:
@@ -135,7 +157,9 @@ async def until_blocked(app: TestAppProtocol, count: int = 1, timeout: float = 1
         await asyncio.sleep(0.01)
 
 
-def deployment(resources: int = 0, *, secrets_stack: tuple[str, str, str] | None = None) -> dict:
+def deployment(
+    resources: int = 0, *, secrets_stack: tuple[str, str, str] | None = None
+) -> dict[str, Any]:
     """A plausible DeploymentV3 (the inner object) with ``resources`` resources."""
     dep: dict[str, Any] = {
         "manifest": {"time": "2024-01-01T00:00:00Z", "magic": "", "version": "v3.259.0"},
@@ -166,25 +190,8 @@ def deployment(resources: int = 0, *, secrets_stack: tuple[str, str, str] | None
     return dep
 
 
-def untyped(resources: int = 0, version: int = 3, **kw: Any) -> dict:
+def untyped(resources: int = 0, version: int = 3, **kw: Any) -> dict[str, Any]:
     return {"version": version, "deployment": deployment(resources, **kw)}
-
-
-def compact(value: Any) -> bytes:
-    """The CLI's serialization: compact JSON."""
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def text_edit(start: int, end: int, new_text: str) -> dict[str, Any]:
-    """A gotextdiff TextEdit as the CLI sends it (offsets are bytes; line/column unused)."""
-    return {
-        "Span": {
-            "uri": "",
-            "start": {"line": 1, "column": 1, "offset": start},
-            "end": {"line": 1, "column": 1, "offset": end},
-        },
-        "NewText": new_text,
-    }
 
 
 def delta_between(prev: bytes, new: bytes) -> list[dict[str, Any]]:
@@ -234,12 +241,9 @@ class Api:
         return Api(self.client, token)
 
     def headers(self, *, token: str | None = None, lease: str | None = None) -> dict[str, str]:
-        headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
         if lease is not None:
-            headers["Authorization"] = f"update-token {lease}"
-        else:
-            headers["Authorization"] = f"token {self.token if token is None else token}"
-        return headers
+            return wire.lease_headers(lease)
+        return wire.token_headers(self.token if token is None else token)
 
     async def call(
         self,
@@ -266,7 +270,8 @@ class Api:
         if data is not None and gzip_body:
             data = gz(data)
             all_headers["Content-Encoding"] = "gzip"
-        return await self.client.open(
+        # Quart's protocol declares open()'s keywords without their defaults (json, ...).
+        return await self.client.open(  # type: ignore[call-arg]
             path,
             method=method,
             headers=all_headers,
@@ -281,11 +286,7 @@ class Api:
         self, stack: str, *, tags: dict[str, str] | None = None, state: Any = None
     ) -> Any:
         org, project, name = stack.split("/")
-        body: dict[str, Any] = {"stackName": name}
-        if tags is not None:
-            body["tags"] = tags
-        if state is not None:
-            body["state"] = state
+        body = wire.create_stack(name, tags=tags, state=state)
         return await self.call("POST", f"/api/stacks/{org}/{project}", body)
 
     async def new_stack(self, stack: str, **kw: Any) -> str:
@@ -351,25 +352,13 @@ class Api:
         config: dict[str, Any] | None = None,
         environment: dict[str, str] | None = None,
     ) -> Any:
-        body = {
-            "name": stack.split("/")[1],
-            "runtime": "python",
-            "main": "",
-            "description": "",
-            "options": {
-                "localPolicyPackPaths": None,
-                "color": "raw",
-                "dryRun": dry_run,
-                "parallel": 16,
-                "showConfig": False,
-                "showReplacementSteps": False,
-                "showNames": False,
-                "summary": False,
-                "debug": False,
-            },
-            "config": config or {},
-            "metadata": {"message": message, "environment": environment or {}},
-        }
+        body = wire.update_program(
+            stack.split("/")[1],
+            dry_run=dry_run,
+            message=message,
+            config=config,
+            environment=environment,
+        )
         return await self.call("POST", f"/api/stacks/{stack}/{kind}", body)
 
     async def new_update(self, stack: str, kind: str = "update", **kw: Any) -> Update:
@@ -382,7 +371,7 @@ class Api:
     async def start_update(self, update: Update, body: Any = _UNSET) -> Any:
         # Without journalVersion, as a CLI with journaling off sends it: checkpoints follow.
         if body is _UNSET:
-            body = {"tags": None}
+            body = wire.start_update()
         return await self.call("POST", update.path, body)
 
     async def begin(self, update: Update, body: Any = _UNSET) -> Update:
@@ -400,20 +389,14 @@ class Api:
         return await self.call(
             "POST",
             f"{update.path}/renew_lease",
-            {"token": "", "duration": duration},
+            wire.renew_lease(duration),
             lease=update.token if lease is None else lease,
         )
 
     async def checkpoint(
         self, update: Update, untyped_deployment: dict[str, Any], **kw: Any
     ) -> Any:
-        body = {
-            "isInvalid": False,
-            "version": untyped_deployment["version"],
-            "deployment": untyped_deployment["deployment"],
-        }
-        if "features" in untyped_deployment:
-            body["features"] = untyped_deployment["features"]
+        body = wire.checkpoint(untyped_deployment)
         return await self.call(
             "PATCH", f"{update.path}/checkpoint", body, gzip_body=True, lease=update.token, **kw
         )
@@ -422,15 +405,7 @@ class Api:
         self, update: Update, text: bytes, sequence: int, version: int = 3, lease: str | None = None
     ) -> Any:
         """``checkpointverbatim`` with the deployment text spliced in byte for byte."""
-        raw = (
-            b'{"version":'
-            + str(version).encode()
-            + b',"untypedDeployment":'
-            + text
-            + b',"sequenceNumber":'
-            + str(sequence).encode()
-            + b"}"
-        )
+        raw = wire.verbatim_checkpoint(text, sequence, version)
         return await self.call(
             "PATCH",
             f"{update.path}/checkpointverbatim",
@@ -448,12 +423,7 @@ class Api:
         version: int = 3,
         lease: str | None = None,
     ) -> Any:
-        body = {
-            "version": version,
-            "checkpointHash": new_text_hash,
-            "sequenceNumber": sequence,
-            "deploymentDelta": edits,
-        }
+        body = wire.delta_checkpoint(edits, new_text_hash, sequence, version)
         return await self.call(
             "PATCH",
             f"{update.path}/checkpointdelta",
@@ -465,18 +435,22 @@ class Api:
     async def journal(self, update: Update, entries: list[dict[str, Any]], **kw: Any) -> Any:
         kw.setdefault("lease", update.token)
         return await self.call(
-            "PATCH", f"{update.path}/journalentries", {"entries": entries}, gzip_body=True, **kw
+            "PATCH",
+            f"{update.path}/journalentries",
+            wire.journal_entries(entries),
+            gzip_body=True,
+            **kw,
         )
 
     async def events(self, update: Update, events: list[dict[str, Any]], **kw: Any) -> Any:
         kw.setdefault("lease", update.token)
         return await self.call(
-            "POST", f"{update.path}/events/batch", {"events": events}, gzip_body=True, **kw
+            "POST", f"{update.path}/events/batch", wire.event_batch(events), gzip_body=True, **kw
         )
 
     async def complete(self, update: Update, status: str = "succeeded", **kw: Any) -> Any:
         kw.setdefault("lease", update.token)
-        return await self.call("POST", f"{update.path}/complete", {"status": status}, **kw)
+        return await self.call("POST", f"{update.path}/complete", wire.complete(status), **kw)
 
     async def cancel(self, update: Update) -> Any:
         return await self.call("POST", f"{update.path}/cancel")
@@ -507,9 +481,7 @@ class Api:
     # Secrets ---------------------------------------------------------------------------
 
     async def encrypt(self, stack: str, plaintext: bytes) -> Any:
-        return await self.call(
-            "POST", f"/api/stacks/{stack}/encrypt", {"plaintext": b64(plaintext)}
-        )
+        return await self.call("POST", f"/api/stacks/{stack}/encrypt", wire.encrypt(b64(plaintext)))
 
     async def encrypt_one(self, stack: str, plaintext: bytes) -> str:
         body = json.loads(await assert_ok(await self.encrypt(stack, plaintext), 200))
@@ -517,14 +489,14 @@ class Api:
         return ciphertext
 
     async def decrypt(self, stack: str, ciphertext: str) -> Any:
-        return await self.call("POST", f"/api/stacks/{stack}/decrypt", {"ciphertext": ciphertext})
+        return await self.call("POST", f"/api/stacks/{stack}/decrypt", wire.decrypt(ciphertext))
 
     async def batch_encrypt(self, stack: str, plaintexts: list[bytes]) -> Any:
-        body = {"plaintexts": [b64(p) for p in plaintexts]}
+        body = wire.batch_encrypt([b64(p) for p in plaintexts])
         return await self.call("POST", f"/api/stacks/{stack}/batch-encrypt", body, gzip_body=True)
 
     async def batch_decrypt(self, stack: str, ciphertexts: list[str]) -> Any:
-        body = {"ciphertexts": ciphertexts}
+        body = wire.batch_decrypt(ciphertexts)
         return await self.call("POST", f"/api/stacks/{stack}/batch-decrypt", body, gzip_body=True)
 
 
@@ -537,17 +509,7 @@ def stdout_event(sequence: int, message: str = "line") -> dict[str, Any]:
 
 
 def summary_event(sequence: int, changes: dict[str, int]) -> dict[str, Any]:
-    return {
-        "sequence": sequence,
-        "timestamp": 1_700_000_000 + sequence,
-        "summaryEvent": {
-            "maybeCorrupt": False,
-            "durationSeconds": 1,
-            "resourceChanges": changes,
-            "PolicyPacks": {},
-            "isPreview": False,
-        },
-    }
+    return wire.summary_event(sequence, 1_700_000_000 + sequence, changes)
 
 
 def step_event(
@@ -603,24 +565,10 @@ def step_events(first: int, ops: list[tuple[str, str, str | None, str | None]]) 
 
 
 async def count_rows(app: TestAppProtocol, table: str) -> int:
-    async with app.app.extensions["procella"].meta.read() as conn:
+    async with services_of(app).meta.read() as conn:
         row = await conn.fetchone(f"SELECT COUNT(*) FROM {table}")
     assert row is not None
     return int(row[0])
-
-
-def journal_entry(kind: int, sequence: int, op: int = 0, **fields: Any) -> dict[str, Any]:
-    """A JournalEntry as the CLI serializes it (``removeOld``/``removeNew`` always present)."""
-    entry: dict[str, Any] = {
-        "version": 1,
-        "kind": kind,
-        "sequenceID": sequence,
-        "operationID": op,
-        "removeOld": None,
-        "removeNew": None,
-    }
-    entry.update(fields)
-    return entry
 
 
 def resource_state(name: str, **fields: Any) -> dict[str, Any]:

@@ -25,6 +25,9 @@ from procella.api.drain import DRAIN_MAX_BYTES
 from tests.conftest import ADMIN_TOKEN
 from tests.test_serve import Server, start_server
 
+# Each test starts `procella serve` processes: seconds apiece.
+pytestmark = pytest.mark.slow
+
 MAX_REQUEST_BYTES = 512 * 1024
 STACK = "/api/stacks/acme/web/dev"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart.typing import TestAppProtocol as AppUnderTest
 
 from procella.app import mark_draining
+from tests.helpers import quart_app, services_of
 
 
 async def test_healthz_and_readyz(app: AppUnderTest) -> None:
@@ -15,7 +16,7 @@ async def test_healthz_and_readyz(app: AppUnderTest) -> None:
 
 async def test_readyz_fails_while_draining_but_healthz_does_not(app: AppUnderTest) -> None:
     client = app.test_client()
-    mark_draining(app.app)
+    mark_draining(quart_app(app))
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert (await response.get_json()) == {"code": 503, "message": "draining"}
@@ -24,8 +25,8 @@ async def test_readyz_fails_while_draining_but_healthz_does_not(app: AppUnderTes
 
 async def test_readyz_fails_when_a_store_is_unreachable(app: AppUnderTest) -> None:
     client = app.test_client()
-    await app.app.extensions["procella"].blobs.close()
-    blobs = app.app.extensions["procella"].blobs
+    await services_of(app).blobs.close()
+    blobs = services_of(app).blobs
     # Local blobs: the folder is gone; S3: the client is closed. Either way: not ready.
     if hasattr(blobs, "root"):
         import shutil

@@ -18,8 +18,11 @@ from typing import BinaryIO
 
 import pytest
 
+from procella_testing.processes import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.services import free_port
+
+# Each test starts `procella serve` processes: seconds apiece.
+pytestmark = pytest.mark.slow
 
 
 class Server:

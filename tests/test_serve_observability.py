@@ -17,10 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from procella_testing.metrics_text import parse, total
+from procella_testing.processes import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.observability import parse, total
-from tests.services import free_port
 from tests.test_serve import Server, start_server
+
+# Each test starts `procella serve` processes: seconds apiece.
+pytestmark = pytest.mark.slow
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -106,7 +109,7 @@ def _requests_per_worker(directory: Path) -> list[float]:
         with tempfile.TemporaryDirectory() as alone:
             (Path(alone) / db.name).write_bytes(db.read_bytes())
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=alone)  # type: ignore[no-untyped-call]
+            MultiProcessCollector(registry, path=alone)
             samples = parse(generate_latest(registry).decode())
         counts.append(total(samples, "procella_http_requests_total", route="/api/user"))
     return counts

@@ -45,7 +45,7 @@ class CheckpointCache:
         return (*position, text, self._pieces.get(sha256))
 
     def pieces(self, sha256: str) -> Pieces | None:
-        """How the cached text was validated in pieces, if it was (``updates.pieces``)."""
+        """How the cached text was validated in pieces, if it was (``state.pieces``)."""
         return self._pieces.get(sha256)
 
     def put(

@@ -227,7 +227,7 @@ def lease_calls(update_path: str) -> list[tuple[str, str, Any, bool]]:
 
 
 async def call_all(
-    api: Api, calls, *, lease: str | None, headers: dict | None, status: int
+    api: Api, calls, *, lease: str | None, headers: dict[str, Any] | None, status: int
 ) -> None:
     for method, path, body, gzip_body in calls:
         response = await api.call(

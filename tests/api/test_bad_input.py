@@ -546,7 +546,7 @@ async def test_event_timestamps_are_64_bit_integers(world: World, timestamp: Any
 async def test_non_standard_numbers_stored_earlier_are_read_as_null(world: World) -> None:
     """Rows written before these checks may hold Infinity or NaN: reads stay JSON."""
     api, u = world.api, world.update
-    meta = api.client.app.extensions["procella"].meta  # type: ignore[attr-defined]
+    meta = api.client.app.extensions["procella"].meta
     async with meta.transaction() as conn:
         await conn.execute(
             "UPDATE updates SET config = ? WHERE stack_id = (SELECT stack_id FROM updates "
@@ -568,7 +568,7 @@ async def test_non_standard_numbers_stored_earlier_are_read_as_null(world: World
 async def test_rows_nested_deeper_than_the_limit_read_as_empty(world: World) -> None:
     """A config stored before the nesting limit (~970 deep) made every history call a 500."""
     api = world.api
-    meta = api.client.app.extensions["procella"].meta  # type: ignore[attr-defined]
+    meta = api.client.app.extensions["procella"].meta
     deep = '{"k":{"string":"v","deep":' + '{"v":' * 970 + "1" + "}" * 972
     async with meta.transaction() as conn:
         await conn.execute("UPDATE updates SET config = ? WHERE id = ?", (deep, world.update.id))

@@ -7,13 +7,14 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from quart import typing as quart_typing
 
 from procella.metadata.queries import stacks as stack_q
 from procella.settings import Settings
-from tests import services
+from procella_testing import servers
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -23,6 +24,7 @@ from tests.helpers import (
     body_json,
     compact,
     delta_between,
+    services_of,
     sha256_hex,
     text_edit,
     until_blocked,
@@ -96,6 +98,7 @@ async def test_bad_full_checkpoints_change_nothing(api: Api, update: Update) -> 
     await assert_ok(await api.checkpoint(update, untyped(1)), 204)
     before = await api.export_bytes(S)
     path = f"{update.path}/checkpoint"
+    body: Any
     for body in (
         {"isInvalid": True, "version": 3, "deployment": {}},
         {"version": 3, "deployment": []},
@@ -435,11 +438,11 @@ def failing_checkpoint_writes(settings: Settings, stack_id: str) -> Iterator[Non
     """Make checkpoint steps fail for real: a trigger refusing their rows (a step stores
     its delta), raising a serialization failure on PostgreSQL and an abort on SQLite."""
     if settings.uses_postgres:
-        services.install_failing_trigger(settings.database_url, "checkpoint_deltas", "40001")
+        servers.install_failing_trigger(settings.database_url, "checkpoint_deltas", "40001")
         try:
             yield
         finally:
-            services.remove_failing_trigger(settings.database_url, "checkpoint_deltas")
+            servers.remove_failing_trigger(settings.database_url, "checkpoint_deltas")
         return
     path = settings.resolved_database_url.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -635,7 +638,7 @@ async def test_a_checkpoint_racing_a_forced_stack_delete_is_404(
     """
     await api.new_stack(S)
     update = await api.started(S)
-    meta = app.app.extensions["procella"].meta
+    meta = services_of(app).meta
     async with meta.transaction() as conn:
         stack = await stack_q.get(conn, DEFAULT_ORG, "proj", "dev", lock=True)
         assert stack is not None

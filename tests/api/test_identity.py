@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 from procella.auth.models import Role
-from tests.helpers import DEFAULT_ORG, Api, assert_error, assert_ok, body_json, make_token
+from tests.helpers import (
+    DEFAULT_ORG,
+    Api,
+    assert_error,
+    assert_ok,
+    body_json,
+    make_token,
+    services_of,
+)
 
 
 async def test_user_of_the_site_admin(api: Api, as_role) -> None:
@@ -94,7 +102,7 @@ async def test_healthz_and_readyz(client) -> None:
 
 
 async def test_readyz_reports_a_draining_replica(app, client) -> None:
-    services = app.app.extensions["procella"]
+    services = services_of(app)
     services.draining = True
     try:
         await assert_error(await client.get("/readyz"), 503)

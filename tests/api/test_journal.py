@@ -27,6 +27,7 @@ from tests.helpers import (
     expire_lease,
     journal_entry,
     resource_state,
+    services_of,
     started_app,
     untyped,
 )
@@ -287,8 +288,8 @@ async def test_an_abandoned_journal_is_kept_and_stored_by_the_gc(
     assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
     await assert_ok(await api.complete(nxt), 204)
     assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
-    meta = app.app.extensions["procella"].meta
-    blobs = app.app.extensions["procella"].blobs
+    meta = services_of(app).meta
+    blobs = services_of(app).blobs
     report = await run_gc_once(meta, blobs, settings)
     assert report.pruned_journal_entries == len(first_update_entries())
     assert urns(await state_of(api, stack, update.version)) == ["proj-dev", "a", "b"]
@@ -303,8 +304,8 @@ async def test_the_gc_stores_an_expired_journal_before_anyone_reads_it(
     update = await journaled(api)
     await assert_ok(await api.journal(update, first_update_entries()), 204)
     await expire_lease(app, update.id)
-    meta = app.app.extensions["procella"].meta
-    blobs = app.app.extensions["procella"].blobs
+    meta = services_of(app).meta
+    blobs = services_of(app).blobs
     report = await run_gc_once(meta, blobs, settings.replace(gc_lease_grace_seconds=0))
     assert report.settled_updates == 1
     assert report.pruned_journal_entries == len(first_update_entries())
@@ -314,7 +315,7 @@ async def test_the_gc_stores_an_expired_journal_before_anyone_reads_it(
 
 
 async def stored_bodies(app: quart_typing.TestAppProtocol, update: Update) -> list[bytes]:
-    async with app.app.extensions["procella"].meta.read() as conn:
+    async with services_of(app).meta.read() as conn:
         rows = await conn.fetchall(
             "SELECT body FROM journal_entries WHERE update_id = ? ORDER BY position",
             (update.id,),

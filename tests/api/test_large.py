@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import pytest
+
 from tests.helpers import (
     DEFAULT_ORG,
     Api,
@@ -14,6 +16,9 @@ from tests.helpers import (
     sha256_hex,
     text_edit,
 )
+
+# 50 MB checkpoints: seconds per test.
+pytestmark = pytest.mark.slow
 
 S = f"{DEFAULT_ORG}/proj/big"
 SIZE = 50 * 1024 * 1024

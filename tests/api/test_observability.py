@@ -20,18 +20,20 @@ from quart import typing as quart_typing
 from procella import create_app, logs
 from procella.settings import Settings
 from procella.workers.supervisor import Supervisor
+from procella_testing.metrics_text import Samples, delta, label_values, parse, total
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import (
-    ADMIN_TOKEN,
     DEFAULT_ORG,
     Api,
     assert_ok,
     expire_lease,
     journal_entry,
+    quart_app,
     resource_state,
+    services_of,
     started_app,
     untyped,
 )
-from tests.observability import Samples, delta, label_values, parse, total
 
 STACK_ROUTE = "/api/stacks/<org>/<project>/<stack>"
 UPDATE_ROUTE = "/api/stacks/<org>/<project>/<stack>/<any(update, preview, refresh, destroy):kind>"
@@ -41,7 +43,7 @@ async def scrape(client: quart_typing.TestClientProtocol) -> Samples:
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
-    return parse((await response.get_data()).decode())
+    return parse(await response.get_data(as_text=True))
 
 
 @pytest.fixture
@@ -59,13 +61,13 @@ async def test_metrics_label_requests_by_route_template(
     before = await scrape(api.client)
     await api.run_update(stack, untyped(3))
     assert (await api.call("GET", f"/api/stacks/{stack}/no/such/path")).status_code == 404
-    text = (await (await api.client.get("/metrics")).get_data()).decode()
+    text = await (await api.client.get("/metrics")).get_data(as_text=True)
     moved = delta(before, parse(text))
 
     # No raw path, stack, project or token anywhere; every route is a template of the table.
     for secret in (project, name, api.token):
         assert secret not in text
-    templates = {rule.rule for rule in app.app.url_map.iter_rules()}
+    templates = {rule.rule for rule in quart_app(app).url_map.iter_rules()}
     assert label_values(moved, "route") <= templates | {"<unmatched>"}
     assert total(moved, "procella_http_requests_total", route="<unmatched>", status="404") == 1
     assert total(moved, "procella_http_requests_total", route=UPDATE_ROUTE, method="POST") == 1
@@ -196,7 +198,7 @@ async def test_a_client_that_hangs_up_is_logged_as_499_not_500(
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 80),
     }
-    messages = [
+    messages: list[dict[str, object]] = [
         {"type": "http.request", "body": body[:5], "more_body": True},
         {"type": "http.disconnect"},
     ]
@@ -305,7 +307,7 @@ async def test_gc_cycles_and_what_they_collect(settings: Settings) -> None:
         stack = await api.new_stack(f"{DEFAULT_ORG}/proj/dev")
         update = await api.started(stack, "destroy")
         await expire_lease(app, update.id)
-        services = app.app.extensions["procella"]
+        services = services_of(app)
         supervisor = Supervisor(services.meta, services.blobs, services.settings)
         before = await scrape(api.client)
         async with services.meta.exclusive("gc") as held:  # another replica holds the lock

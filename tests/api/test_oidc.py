@@ -1,4 +1,4 @@
-"""OIDC token exchange against a real issuer (tests/oidc_issuer.py, on 127.0.0.1): org
+"""OIDC token exchange against a real issuer (procella_testing/oidc_issuer.py, on 127.0.0.1): org
 admins register issuers and policies; an ID token that verifies and matches a policy is
 exchanged for a Procella token; every refusal is an OAuth error that mints nothing."""
 
@@ -18,8 +18,8 @@ from quart import typing as quart_typing
 
 from procella.auth.jwks import MIN_REFETCH_SECONDS, IssuerUnavailable, JwksCache
 from procella.auth.models import Role
-from tests.helpers import DEFAULT_ORG, Api, assert_error, body_json, make_token
-from tests.oidc_issuer import OidcIssuer, SigningKey, running_issuer
+from procella_testing.oidc_issuer import OidcIssuer, SigningKey, running_issuer
+from tests.helpers import DEFAULT_ORG, Api, assert_error, body_json, make_token, services_of
 
 ISSUERS = f"/api/orgs/{DEFAULT_ORG}/oidc/issuers"
 POLICIES = f"/api/orgs/{DEFAULT_ORG}/auth/policies/oidcissuers"
@@ -235,7 +235,7 @@ async def test_deny_policies_and_personal_tokens(oidc_app: AppApi, issuer: OidcI
     test_app, api = oidc_app
     created = await register(api, issuer)
     await make_token(test_app, DEFAULT_ORG, Role.MEMBER, "alice")
-    deny_forks = {"decision": "deny", "tokenType": "personal", "userLogin": "alice"}
+    deny_forks: dict[str, Any] = {"decision": "deny", "tokenType": "personal", "userLogin": "alice"}
     deny_forks["rules"] = {"ref": "refs/heads/fork-*"}
     response = await set_policies(
         api, created["id"], deny_forks, allow("personal", userLogin="alice")
@@ -264,7 +264,7 @@ async def test_deny_policies_and_personal_tokens(oidc_app: AppApi, issuer: OidcI
 
 async def test_key_rotation_refetches_keys_once(oidc_app: AppApi, issuer: OidcIssuer) -> None:
     test_app, api = oidc_app
-    jwks = test_app.app.extensions["procella"].oidc.jwks
+    jwks = services_of(test_app).oidc.jwks
     now = [1000.0]
     jwks.clock = lambda: now[0]  # the cache's own clock, so "soon after" is exact
     created = await register(api, issuer)

@@ -12,9 +12,9 @@ from quart import typing as quart_typing
 from procella.auth.models import Role
 from procella.auth.service import PrincipalCache
 from procella.settings import Settings
+from procella_testing.metrics_text import delta
 from tests.api.test_observability import scrape
 from tests.helpers import DEFAULT_ORG, Api, assert_error, make_token, started_app
-from tests.observability import delta
 
 STACK = f"{DEFAULT_ORG}/proj/dev"
 

@@ -102,7 +102,7 @@ async def test_list_stacks_filters(api: Api) -> None:
     await api.new_stack(f"{DEFAULT_ORG}/db/dev", tags={"env": "dev"})
     await api.new_stack("acme/web/dev", tags={"team": "a"})
 
-    def names(page: dict) -> list[str]:
+    def names(page: dict[str, Any]) -> list[str]:
         return sorted(f"{s['orgName']}/{s['projectName']}/{s['stackName']}" for s in page["stacks"])
 
     everything = await api.list_stacks()

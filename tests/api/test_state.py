@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from quart import typing as quart_typing
 
@@ -106,6 +107,7 @@ async def test_invalid_imports_change_nothing(api: Api) -> None:
     await api.new_stack(S)
     await api.run_update(S, untyped(1))
     before = await api.export_bytes(S)
+    state: Any
     for state in (
         {"version": 5, "deployment": {}},
         {"version": 0, "deployment": {}},

@@ -24,6 +24,7 @@ from tests.helpers import (
     assert_ok,
     compact,
     delta_between,
+    services_of,
     sha256_hex,
     text_edit,
 )
@@ -54,13 +55,13 @@ async def replica(settings: Settings) -> AsyncIterator[tuple[quart_typing.TestAp
 
 
 async def blob_keys(app: quart_typing.TestAppProtocol) -> set[str]:
-    blobs = app.app.extensions["procella"].blobs
+    blobs = services_of(app).blobs
     return {info.key async for info in blobs.scan(BLOB_PREFIX)}
 
 
 async def stored_bytes(app: quart_typing.TestAppProtocol, version: int) -> tuple[int, int]:
     """(delta bytes, inline full-text bytes) the stack holds for ``version``."""
-    async with app.app.extensions["procella"].meta.read() as conn:
+    async with services_of(app).meta.read() as conn:
         deltas = await conn.fetchone(
             "SELECT COALESCE(SUM(LENGTH(edits)), 0) FROM checkpoint_deltas WHERE version = ?",
             (version,),
@@ -138,7 +139,7 @@ async def test_a_stale_read_during_a_compaction_rebuilds_the_current_text(
     settings: Settings,
 ) -> None:
     async with replica(settings.replace(checkpoint_inline_max_bytes=0)) as (app, api):
-        services = app.app.extensions["procella"]
+        services = services_of(app)
         await api.new_stack(S)
         update = await api.started(S)
         first = state({"a": 50_000}, 1)
@@ -165,7 +166,10 @@ async def test_pending_operations_written_by_the_delta_writer_are_exported_reada
     """With delta checkpoints the CLI writes pending operations (only when there are more
     than nine) under `pendingOperations`, a key its own reader ignores: the export moves
     them to `pending_operations`, so a crash mid-update does not lose them."""
-    resource = {"urn": "urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::r", "custom": True}
+    resource: dict[str, Any] = {
+        "urn": "urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::r",
+        "custom": True,
+    }
     pending = [
         {"resource": {**resource, "urn": resource["urn"] + str(i)}, "type": "creating"}
         for i in range(10)

@@ -13,7 +13,7 @@ import pytest
 
 from procella.auth.models import Role
 from procella.errors import AlreadyExists, BadRequest, NotFound
-from tests.helpers import Api, assert_error, assert_ok, body_json, untyped
+from tests.helpers import Api, assert_error, assert_ok, body_json, services_of, untyped
 
 ORG = "acme"
 TEAMS = f"/api/orgs/{ORG}/teams"
@@ -186,6 +186,7 @@ async def test_bad_requests_change_nothing(
     await as_role(ORG, Role.VIEWER, "vera")
     await as_role("elsewhere", Role.VIEWER, "otto")
     before = await create_team(api, description="d")
+    body: dict[str, Any]
     for body in (
         {},
         {"name": ""},
@@ -423,7 +424,7 @@ async def test_the_service_mints_team_tokens_with_an_expiry(
     """``AuthService.create_team_token``, as a token exchange calls it (no HTTP caller)."""
     await create_team(api)
     await change(api, "deployers", grant_stack(DEV, "write"))
-    auth = app.app.extensions["procella"].auth
+    auth = services_of(app).auth
     issued = await auth.create_team_token(ORG, "deployers", "exchanged", expires_in=3600)
     assert issued.expires_at is not None
     assert abs(issued.expires_at / 1000 - (time.time() + 3600)) < 60

@@ -11,7 +11,7 @@ from typing import Any
 from quart import typing as quart_typing
 
 from procella.auth.models import Role
-from tests.helpers import DEFAULT_ORG, Api, assert_error, body_json
+from tests.helpers import DEFAULT_ORG, Api, assert_error, body_json, services_of
 
 TOKENS = f"/api/orgs/{DEFAULT_ORG}/tokens"
 
@@ -68,7 +68,7 @@ async def test_an_expired_token_is_refused(app: quart_typing.TestAppProtocol, ap
     created = await mint(api, expires=int(time.time()) + 2)
     bot = api.as_token(created["tokenValue"])
     assert (await whoami(bot)).status_code == 200
-    async with app.app.extensions["procella"].meta.transaction() as conn:
+    async with services_of(app).meta.transaction() as conn:
         await conn.execute(
             "UPDATE api_tokens SET expires_at = NOW_MS - 1000 WHERE id = ?", (created["id"],)
         )
@@ -84,7 +84,7 @@ async def test_last_use_is_written_at_most_once_a_minute(
     async with custom_app(auth_cache_seconds=0) as (test_app, api):  # every call reads it
         created = await mint(api)
         bot = api.as_token(created["tokenValue"])
-        meta = test_app.app.extensions["procella"].meta
+        meta = services_of(test_app).meta
 
         async def last_used() -> int | None:
             async with meta.read() as conn:

@@ -19,6 +19,7 @@ from tests.helpers import (
     body_json,
     count_rows,
     expire_lease,
+    services_of,
     stdout_event,
     step_events,
     until_blocked,
@@ -495,7 +496,7 @@ async def test_creating_an_update_while_the_stack_is_being_deleted_is_404(
     (It answered 500 instead of 404.)
     """
     await api.new_stack(S)
-    meta = app.app.extensions["procella"].meta
+    meta = services_of(app).meta
     async with meta.transaction() as conn:
         stack = await stack_q.get(conn, DEFAULT_ORG, "proj", "dev", lock=True)
         assert stack is not None
@@ -517,7 +518,7 @@ async def test_cancel_and_complete_of_one_update_do_not_deadlock(
     """
     await api.new_stack(S)
     update = await api.started(S)
-    meta = app.app.extensions["procella"].meta
+    meta = services_of(app).meta
     async with meta.transaction() as conn:
         await conn.execute("SELECT id FROM updates WHERE id = ? FOR UPDATE", (update.id,))
         complete = asyncio.create_task(api.complete(update))

@@ -11,9 +11,9 @@ from quart import typing as quart_typing
 
 from procella import create_app
 from procella.settings import Settings
-from tests import services
+from procella_testing import servers
+from procella_testing.metrics_text import Samples, delta, parse, total
 from tests.helpers import Api, assert_error
-from tests.observability import Samples, delta, parse, total
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ async def app(cluster_settings: Settings) -> AsyncIterator[quart_typing.TestAppP
 async def scrape(app: quart_typing.TestAppProtocol) -> Samples:
     response = await app.test_client().get("/metrics")
     assert response.status_code == 200
-    return parse((await response.get_data()).decode())
+    return parse(await response.get_data(as_text=True))
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ async def test_transient_errors_are_counted_by_cause(
     app: quart_typing.TestAppProtocol, cluster_settings: Settings, sqlstate: str, cause: str
 ) -> None:
     api = Api(app.test_client())
-    services.install_failing_trigger(cluster_settings.database_url, "stacks", sqlstate)
+    servers.install_failing_trigger(cluster_settings.database_url, "stacks", sqlstate)
     before = await scrape(app)
     await assert_error(await api.create_stack("acme/web/dev"), 503)
     moved = delta(before, await scrape(app))

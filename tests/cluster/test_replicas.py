@@ -23,6 +23,7 @@ from tests.helpers import (
     compact,
     delta_between,
     journal_entry,
+    services_of,
     sha256_hex,
     stdout_event,
     summary_event,
@@ -182,14 +183,15 @@ async def test_a_replica_behind_catches_up_by_the_deltas_it_missed(
         first, second = Api(a.test_client()), Api(b.test_client())
         blob_reads = {id(a): 0, id(b): 0}
         for app in (a, b):
-            texts = app.app.extensions["procella"].updates.states.texts
-            read = texts.blobs.get
+            store = services_of(app).updates.states.texts
+            read = store.blobs.get
 
-            async def counted(key: str, read=read, app=app) -> bytes:  # type: ignore[no-untyped-def]
+            async def counted(key: str, read=read, app=app) -> bytes:
                 blob_reads[id(app)] += 1
-                return await read(key)
+                data: bytes = await read(key)
+                return data
 
-            texts.blobs.get = counted
+            setattr(store.blobs, "get", counted)  # noqa: B010 - a method replaced, on purpose
         await first.new_stack(STACK)
         update = await first.started(STACK)
         texts = [compact(untyped(n)) for n in range(20, 26)]

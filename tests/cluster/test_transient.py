@@ -14,7 +14,7 @@ import pytest
 
 from procella import create_app
 from procella.settings import Settings
-from tests import services
+from procella_testing import servers
 from tests.helpers import Api, assert_error, assert_ok, compact, untyped
 
 STACK = "acme/web/dev"
@@ -35,10 +35,10 @@ async def assert_retry_later(response: object) -> None:
 async def test_failed_stack_create_is_503_and_leaves_nothing(
     api: Api, cluster_settings: Settings, sqlstate: str
 ) -> None:
-    services.install_failing_trigger(cluster_settings.database_url, "stacks", sqlstate)
+    servers.install_failing_trigger(cluster_settings.database_url, "stacks", sqlstate)
     await assert_retry_later(await api.create_stack(STACK, tags={"a": "b"}))
     await assert_error(await api.get_stack(STACK), 404)
-    services.remove_failing_trigger(cluster_settings.database_url, "stacks")
+    servers.remove_failing_trigger(cluster_settings.database_url, "stacks")
     await api.new_stack(STACK, tags={"a": "b"})  # the retry succeeds
     assert (await api.stack_json(STACK))["tags"] == {"a": "b"}
 
@@ -48,10 +48,10 @@ async def test_failed_checkpoint_is_503_and_the_retry_is_stored(
 ) -> None:
     await api.new_stack(STACK)
     update = await api.started(STACK)
-    services.install_failing_trigger(cluster_settings.database_url, "checkpoints", "40001")
+    servers.install_failing_trigger(cluster_settings.database_url, "checkpoints", "40001")
     text = compact(untyped(3))
     await assert_retry_later(await api.verbatim(update, text, 1))
-    services.remove_failing_trigger(cluster_settings.database_url, "checkpoints")
+    servers.remove_failing_trigger(cluster_settings.database_url, "checkpoints")
     # Nothing was half-applied: the same sequence number is still the next one.
     await assert_ok(await api.verbatim(update, text, 1), 204)
     await assert_ok(await api.complete(update), 204)
@@ -59,8 +59,8 @@ async def test_failed_checkpoint_is_503_and_the_retry_is_stored(
 
 
 @pytest.fixture
-def own_server() -> Iterator[services.PostgresServer]:
-    server = services.PostgresServer.start()
+def own_server() -> Iterator[servers.PostgresServer]:
+    server = servers.PostgresServer.start()
     try:
         yield server
     finally:
@@ -68,9 +68,9 @@ def own_server() -> Iterator[services.PostgresServer]:
 
 
 async def test_a_postgres_restart_is_survived(
-    own_server: services.PostgresServer, cluster_settings: Settings
+    own_server: servers.PostgresServer, cluster_settings: Settings
 ) -> None:
-    name = services.create_database(own_server.admin_url)
+    name = servers.create_database(own_server.admin_url)
     settings = cluster_settings.replace(
         database_url=own_server.url(name), database_pool_min_size=3, database_pool_max_size=3
     )

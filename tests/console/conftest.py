@@ -38,7 +38,7 @@ class Browser:
 
     async def get(self, path: str, **kw: Any) -> Page:
         response = await self.client.get(path, **kw)
-        text = (await response.get_data()).decode()
+        text = await response.get_data(as_text=True)
         found = _CSRF.search(text)
         if found:
             self.csrf = found.group(1)
@@ -47,7 +47,7 @@ class Browser:
     async def post(self, path: str, form: dict[str, str], *, csrf: bool = True) -> Page:
         data = {"csrf": self.csrf, **form} if csrf else form
         response = await self.client.post(path, form=data)
-        text = (await response.get_data()).decode()
+        text = await response.get_data(as_text=True)
         found = _CSRF.search(text)
         if found:
             self.csrf = found.group(1)

@@ -8,11 +8,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from procella.console.pages import CHANGES_PER_PAGE, RESOURCES_PER_PAGE
 from procella.console.updates import EVENTS_PER_PAGE
 from tests.conftest import ADMIN_TOKEN
 from tests.console.conftest import Browser
 from tests.helpers import Api, assert_ok, untyped
+
+# A 5,000-resource stack: seconds to build.
+pytestmark = pytest.mark.slow
 
 RESOURCES = 5000
 STACK = "acme/big/prod"

@@ -14,7 +14,7 @@ from procella.auth.models import Role
 from procella.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.console.conftest import BUCKET_URN, ORG, SECRET, STACK, Browser, Seeded
-from tests.helpers import Api, assert_ok, body_json, step_event
+from tests.helpers import Api, assert_ok, body_json, services_of, step_event
 
 READ_PAGES = (
     "/acme",
@@ -198,7 +198,7 @@ async def test_the_console_writes_nothing_but_tokens(browser: Browser, seeded: S
     await browser.login(ADMIN_TOKEN)
     for path in ("/acme", "/acme/web/dev", "/acme/web/dev/updates/1", "/acme/web/dev/diff"):
         for method in ("POST", "PUT", "DELETE", "PATCH"):
-            response = await browser.client.open(path, method=method)
+            response = await browser.client.open(path, method=method)  # type: ignore[call-arg]
             assert response.status_code == 405, (method, path)
 
 
@@ -219,7 +219,7 @@ async def test_own_tokens_are_created_listed_and_revoked(
     assert (await member.post("/account/tokens", {"name": "x", "expires_days": "2"})).status == 400
     listed = await member.get("/account/tokens")
     assert ">ci</td>" in listed.text
-    token_id = (await app.app.extensions["procella"].auth.authenticate(token)).token_id
+    token_id = (await services_of(app).auth.authenticate(token)).token_id
     # Someone else's token cannot be revoked here, even by an org admin.
     admin = await as_user(Role.ADMIN, "ada")
     await admin.get("/account/tokens")

@@ -9,7 +9,7 @@ from procella.auth.models import Role
 from procella.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.console.conftest import Browser
-from tests.helpers import assert_error, make_token
+from tests.helpers import assert_error, make_token, services_of
 
 
 def _cookie(page_headers: object, name: str) -> str:
@@ -89,7 +89,7 @@ async def test_a_revoked_token_ends_its_sessions(app: qt.TestAppProtocol, browse
     token = await make_token(app, "acme", Role.VIEWER, "vera")
     assert (await browser.login(token)).status == 302
     assert (await browser.get("/acme")).status == 200
-    auth = app.app.extensions["procella"].auth
+    auth = services_of(app).auth
     principal = await auth.authenticate(token)
     await auth.revoke_token(None, None, principal.token_id)
     assert (await browser.get("/acme")).status == 302
@@ -99,15 +99,15 @@ async def test_any_replica_with_the_same_settings_reads_the_session(
     settings: Settings, browser: Browser
 ) -> None:
     await browser.login(ADMIN_TOKEN)
-    cookie = browser.client.cookie_jar  # type: ignore[attr-defined]
+    cookie = browser.client.cookie_jar
     async with create_app(settings).test_app() as other:
         client = other.test_client()
-        client.cookie_jar = cookie  # type: ignore[attr-defined]
+        client.cookie_jar = cookie
         assert (await client.get("/organization")).status_code == 200
     changed = settings.replace(console_session_key="ab" * 32)
     async with create_app(changed).test_app() as rotated:
         client = rotated.test_client()
-        client.cookie_jar = cookie  # type: ignore[attr-defined]
+        client.cookie_jar = cookie
         assert (await client.get("/organization")).status_code == 302
 
 

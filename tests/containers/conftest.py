@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests import images
+from procella_testing import images
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def engine() -> None:
 @pytest.fixture(scope="session")
 def image(engine: None) -> str:
     """The project's image, built from deployments/Dockerfile (a cache hit after
-    `python tests/images.py procella`, which nox runs first and times)."""
+    `python -m procella_testing.images procella`, which nox runs first and times)."""
     with images.build_lock():
         return images.ensure_procella()
 

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests import images
+from procella_testing import images, pulumi_toolchain
+from procella_testing.pulumi_cli import PulumiCLI, Stack, make_project
 from tests.deployments import tools
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "e2e"))
-import pulumi_toolchain  # noqa: E402  (e2e/ is not a package)
-from e2e_harness import PulumiCLI, Stack, make_project  # noqa: E402
 
 OVERRIDE = Path(__file__).resolve().parent / "compose.standins.yaml"
 # What each profile publishes on 127.0.0.1 (compose.yaml), and where the CLI logs in.

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests import images
+from procella_testing import images
 
 from .conftest import docker, expect_ok, run_in
 
@@ -92,7 +92,7 @@ def test_healthcheck_passes_on_the_embedded_default(serving: str) -> None:
     assert "procella.db" in files, files
 
 
-def test_size_is_within_budget(image: str, record_property: pytest.RecordProperty) -> None:
+def test_size_is_within_budget(image: str, record_property: Callable[[str, object], None]) -> None:
     size = images.image_size_mb(image)
     record_property("image_size_mb", round(size, 1))
     print(f"\n{image}: {size:.1f} MB")  # shown with -s / -rP; nox prints it when it builds

@@ -18,7 +18,7 @@ from procella.settings import Settings
 StoreFactory = Callable[[], MetadataStore]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Makes unopened stores on one shared database (several "replicas" of it)."""
     if request.param == "sqlite":
@@ -40,7 +40,7 @@ async def meta(store_factory: StoreFactory) -> AsyncIterator[MetadataStore]:
         await store.close()
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     store: BlobStore
     if request.param == "local":

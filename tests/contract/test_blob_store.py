@@ -87,7 +87,7 @@ async def test_s3_store_refuses_a_missing_bucket(s3_endpoint: str) -> None:
 
 
 async def test_s3_store_refuses_an_unreachable_endpoint() -> None:
-    from tests.services import free_port
+    from procella_testing.processes import free_port
 
     store = S3BlobStore(
         Settings(
@@ -101,10 +101,11 @@ async def test_s3_store_refuses_an_unreachable_endpoint() -> None:
         await store.open()
 
 
+@pytest.mark.s3
 async def test_an_s3_outage_is_a_transient_error(tmp_path: Path) -> None:
     """A store that stops answering is worth a retry (503), not a 500."""
     from procella.errors import TransientStoreError
-    from tests.services import create_bucket, s3_server
+    from procella_testing.servers import create_bucket, s3_server
 
     with s3_server() as endpoint:
         store = S3BlobStore(

@@ -50,16 +50,16 @@ def problems(service: str, operation: str, params: dict[str, Any]) -> list[str]:
 def _enum_errors(shape: Shape, value: Any, path: str) -> Iterator[str]:
     kind = shape.type_name
     if kind == "structure" and isinstance(value, dict):
-        members = shape.members  # type: ignore[attr-defined]
+        members = shape.members
         for name, item in value.items():
             if name in members:
                 yield from _enum_errors(members[name], item, f"{path}.{name}")
     elif kind == "list" and isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _enum_errors(shape.member, item, f"{path}[{index}]")  # type: ignore[attr-defined]
+            yield from _enum_errors(shape.member, item, f"{path}[{index}]")
     elif kind == "map" and isinstance(value, dict):
         for key, item in value.items():
-            yield from _enum_errors(shape.key, key, f"{path} key")  # type: ignore[attr-defined]
-            yield from _enum_errors(shape.value, item, f"{path}[{key!r}]")  # type: ignore[attr-defined]
+            yield from _enum_errors(shape.key, key, f"{path} key")
+            yield from _enum_errors(shape.value, item, f"{path}[{key!r}]")
     elif kind == "string" and shape.enum and value not in shape.enum:
         yield f"{path}: {value!r} is not one of {', '.join(sorted(shape.enum))}"

@@ -196,7 +196,7 @@ def k8s_problems(root: Path) -> list[str]:
     problems: list[str] = []
     for target in render.K8S_TARGETS:
         docs = render.k8s_docs(root, target)
-        config = {}
+        config: dict[str, Any] = {}
         for doc in docs:
             if doc["kind"] == "ConfigMap":
                 config.update(doc.get("data") or {})

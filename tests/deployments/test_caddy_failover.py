@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def replicas() -> Iterator[dict[str, http.server.ThreadingHTTPServer]]:
 
 
 @contextlib.contextmanager
-def _proxy(root: Path, replicas: dict, scratch: Path) -> Iterator[str]:
+def _proxy(root: Path, replicas: dict[str, Any], scratch: Path) -> Iterator[str]:
     """Caddy with ``root``'s Caddyfile in front of ``replicas``; yields its URL."""
     port, admin = _free_port(), _free_port()
     upstreams = " ".join(f"127.0.0.1:{s.server_address[1]}" for s in replicas.values())
@@ -74,7 +75,8 @@ def _proxy(root: Path, replicas: dict, scratch: Path) -> Iterator[str]:
         CADDY_ADMIN=f"127.0.0.1:{admin}",
         CADDY_UPSTREAMS=upstreams,
     )
-    argv = [tools.caddy(), "run", "--config", render.caddyfile(root), "--adapter", "caddyfile"]
+    argv = [str(tools.caddy()), "run", "--config", str(render.caddyfile(root))]
+    argv += ["--adapter", "caddyfile"]
     log_path = scratch / "caddy.log"
     with log_path.open("w") as log:
         caddy = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -111,14 +113,14 @@ def _call(url: str, body: bytes | None = None, token: str | None = None) -> tupl
         return error.code, error.read().decode()
 
 
-def _kill_one_and_post(url: str, replicas: dict) -> list[tuple[int, str]]:
+def _kill_one_and_post(url: str, replicas: dict[str, Any]) -> list[tuple[int, str]]:
     replicas["r2"].shutdown()
     replicas["r2"].server_close()
     return [_call(url, b"checkpoint-%d" % i) for i in range(6)]
 
 
 def test_round_robin_and_no_502_when_a_replica_dies(
-    repo: Path, replicas: dict, tmp_path: Path
+    repo: Path, replicas: dict[str, Any], tmp_path: Path
 ) -> None:
     with _proxy(repo, replicas, tmp_path) as url:
         seen = [_call(url)[1].split(":")[0] for _ in range(6)]
@@ -131,7 +133,7 @@ def test_round_robin_and_no_502_when_a_replica_dies(
 
 
 def test_an_updates_requests_stay_on_one_replica_until_it_dies(
-    repo: Path, replicas: dict, tmp_path: Path
+    repo: Path, replicas: dict[str, Any], tmp_path: Path
 ) -> None:
     leases = [f"lease-{i}" for i in range(12)]
     with _proxy(repo, replicas, tmp_path) as url:
@@ -156,7 +158,7 @@ def test_an_updates_requests_stay_on_one_replica_until_it_dies(
 
 
 def test_a_copy_without_retries_answers_502(
-    copy: Path, edit, replicas: dict, tmp_path: Path
+    copy: Path, edit, replicas: dict[str, Any], tmp_path: Path
 ) -> None:
     edit(render.caddyfile(copy), "lb_try_duration 5s\n", "")
     with _proxy(copy, replicas, tmp_path) as url:

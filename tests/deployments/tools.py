@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -47,7 +48,7 @@ def cache_dir() -> Path:
     return Path(base) / "procella"
 
 
-def missing(tool: str, detail: str = "") -> None:
+def missing(tool: str, detail: str = "") -> NoReturn:
     message = f"{tool} is required for the bundle checks: install it with: {INSTALL[tool]}"
     pytest.fail(f"{message}\n{detail}".rstrip(), pytrace=False)
 

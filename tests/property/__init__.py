@@ -13,4 +13,4 @@ import hypothesis
 
 def scaled(share: float, least: int = 5) -> int:
     """``share`` of the profile's example count (at least ``least``), for costly tests."""
-    return max(least, int(hypothesis.settings.default.max_examples * share))
+    return max(least, int(hypothesis.settings().max_examples * share))

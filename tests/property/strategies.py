@@ -192,5 +192,5 @@ org_names = st.builds(
 )
 tag_names = st.text(TAG_NAME_CHARS, min_size=1, max_size=40)
 tag_values = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=256
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=256
 )

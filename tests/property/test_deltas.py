@@ -115,7 +115,7 @@ def edits_on(draw: st.DrawFn) -> tuple[bytes, list[TextEdit]]:
     overlapping, touching or outside the text, maybe several at one offset."""
     base = draw(st.binary(max_size=30) | st.binary(max_size=3))
     offsets = st.integers(0, len(base) + 2)
-    edits = []
+    edits: list[Any] = []
     for _ in range(draw(st.integers(0, 5))):
         if edits and draw(st.integers(0, 3)) == 0:  # the span of an earlier edit
             start, end = draw(st.sampled_from([(e.start, e.end) for e in edits]))
@@ -188,7 +188,7 @@ def wire_deltas(draw: st.DrawFn) -> Any:
         if not real or draw(st.booleans()):
             edits.insert(draw(st.integers(0, len(edits))), draw(wire_value))
             continue
-        node = real[draw(st.integers(0, len(real) - 1))]
+        node: Any = real[draw(st.integers(0, len(real) - 1))]
         path = draw(st.sampled_from(PATHS))
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None

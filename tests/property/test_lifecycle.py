@@ -56,6 +56,7 @@ from tests.helpers import (
     journal_entry,
     make_token,
     resource_state,
+    services_of,
     sha256_hex,
     stdout_event,
     strict_json,
@@ -140,7 +141,7 @@ class Harness:
 
     async def open(self) -> None:
         self.app: quart_typing.TestAppProtocol = await self.context.__aenter__()
-        tokens = [None]
+        tokens: list[str | None] = [None]
         for role, login in ((Role.MEMBER, "alice"), (Role.MEMBER, "bob"), (Role.VIEWER, "vic")):
             tokens.append(await make_token(self.app, DEFAULT_ORG, role, login))
         self.apis = [
@@ -149,7 +150,8 @@ class Harness:
         ]
 
     async def close(self) -> None:
-        await self.context.__aexit__(None, None, None)
+        # Quart's protocol types the exit arguments without None, as no exception is.
+        await self.context.__aexit__(None, None, None)  # type: ignore[arg-type]
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -589,7 +591,7 @@ class Lifecycle(RuleBasedStateMachine):
             assert export.status_code == (200 if stack.exists else 404), await export.get_data()
             if stack.exists:
                 seen[stack.path] = (await export.get_data(), await api.stack_json(stack.path))
-        meta = self.harness.app.app.extensions["procella"].meta
+        meta = services_of(self.harness.app).meta
         async with meta.read() as conn:
             for update in self.all:
                 row = await update_q.get(conn, update.id)
@@ -635,8 +637,9 @@ def test_update_lifecycle(settings: Settings) -> None:
     with asyncio.Runner() as runner:
         runner.run(harness.open())
         try:
+            # Hypothesis calls what it is given; its stubs ask for the class itself.
             run_state_machine_as_test(
-                lambda: Lifecycle(runner, harness),
+                lambda: Lifecycle(runner, harness),  # type: ignore[arg-type]
                 settings=settings_for_machine(),
             )
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_apply_text_edits_rejects_bad_spans(edits: list[TextEdit]) -> None:
         apply_text_edits(PREV, edits)
 
 
-def span(start: object, end: object, text: object = "x") -> dict:
+def span(start: object, end: object, text: object = "x") -> dict[str, Any]:
     return {
         "Span": {
             "uri": "",

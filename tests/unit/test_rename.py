@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from procella.stacks.rename import RESOURCE_REFERENCE_SIG, SECRET_SIG, SIG_KEY, rename_deployment
 
@@ -14,7 +15,7 @@ THING_URN = "urn:pulumi:dev::web::my:mod:Thing::a::b"  # names may contain "::"
 OTHER_URN = "urn:pulumi:other::web::my:mod:Thing::x"
 
 
-def deployment() -> dict:
+def deployment() -> dict[str, Any]:
     thing = {
         "urn": THING_URN,
         "parent": STACK_URN,

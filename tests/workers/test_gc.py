@@ -21,6 +21,7 @@ from tests.helpers import (
     compact,
     count_rows,
     expire_lease,
+    services_of,
     started_app,
     stdout_event,
     step_events,
@@ -30,7 +31,9 @@ from tests.helpers import (
 STACK = "acme/web/dev"
 
 
-@pytest.fixture(params=["embedded", "cluster"])
+@pytest.fixture(
+    params=["embedded", pytest.param("cluster", marks=[pytest.mark.postgres, pytest.mark.s3])]
+)
 async def app(request: pytest.FixtureRequest) -> AsyncIterator[AppUnderTest]:
     settings: Settings = request.getfixturevalue(f"{request.param}_settings")
     # Texts over 100 bytes go to the blob store, so blob collection has work to do.
@@ -40,7 +43,7 @@ async def app(request: pytest.FixtureRequest) -> AsyncIterator[AppUnderTest]:
 
 
 def services(app: AppUnderTest) -> Services:
-    found: Services = app.app.extensions["procella"]
+    found: Services = services_of(app)
     return found
 
 

@@ -20,8 +20,8 @@ bridge). A container inherits none of the host's pip configuration, so the host'
 URL is passed as a build argument and its CA bundle as a BuildKit secret: both exist only
 while a build step runs, and no image keeps them.
 
-``python tests/images.py [base|procella|standins|all]`` builds and prints each tag, its size
-and the time it took.
+``python -m procella_testing.images [base|procella|standins|all]`` builds and prints each
+tag, its size and the time it took.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STANDINS = Path(__file__).resolve().parent / "standins"
+STANDINS = REPO / "tests" / "standins"
 CACHE = Path(os.environ.get("PROCELLA_CACHE_DIR", Path.home() / ".cache" / "procella"))
 
 PROJECT_IMAGE = "procella:local"  # the tag compose.yaml and the docs use

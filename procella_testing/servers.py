@@ -1,4 +1,4 @@
-"""Real external services for tests: a throwaway PostgreSQL server and an S3 server.
+"""External servers for a test run: a throwaway PostgreSQL server and an S3 server.
 
 PostgreSQL comes from the machine's binaries (Debian's postgresql package); ``initdb``
 refuses to run as root, so as root the server runs as the ``postgres`` user. S3 is moto's
@@ -12,7 +12,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,18 +21,13 @@ from pathlib import Path
 
 import psycopg
 
+from procella_testing.processes import free_port, pid_alive
+
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "procella-test",
     "AWS_SECRET_ACCESS_KEY": "procella-test",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def postgres_bindir() -> Path:
@@ -149,20 +143,10 @@ def stop_orphans() -> None:
             owner = int((root / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue  # still starting, or not one of ours
-        if _alive(owner):
+        if pid_alive(owner):
             continue
         orphan = PostgresServer(root, 0, postgres_bindir(), os.geteuid() == 0)
         orphan.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def create_database(admin_url: str) -> str:

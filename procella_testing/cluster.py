@@ -1,4 +1,4 @@
-"""The cluster topology of the e2e suite: three ``procella serve`` replicas on one
+"""The cluster topology of the e2e suite and the load runs: three ``procella serve`` replicas on one
 PostgreSQL database and one S3 bucket, behind Caddy with the repository's Caddyfile.
 
 It is the compose "cluster" profile as local processes (no Docker engine here): the same
@@ -18,15 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from e2e_harness import (
-    ProcellaServer,
-    Result,
-    call_api,
-    free_port,
-    kill_group,
-    poll,
-    stop_group,
-)
+from procella_testing.procella_server import ProcellaServer, call_api
+from procella_testing.processes import Result, free_port, kill_group, poll, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICAS = 3

@@ -1,10 +1,11 @@
 """Build the pinned Pulumi CLIs, their Python language host and Python SDK, once per machine.
 
-Run ``python e2e/pulumi_toolchain.py [--version X | --all]`` to build (or find) the toolchain of
-one pinned CLI version (default: DEFAULT_CLI_VERSION) or of all of them and print the folders;
-``ensure_toolchain(version)`` does the same for the e2e conftest. Each pin (CLI_PINS) is a
-wrapper Go module: pulumi-cli/ for the default, pulumi-cli-v<version>/ for the compatibility
-pins the suite also runs against. A toolchain folder is
+Run ``python -m procella_testing.pulumi_toolchain [--version X | --all]`` from the repository
+root to build (or find) the toolchain of one pinned CLI version (default: DEFAULT_CLI_VERSION)
+or of all of them and print the folders; ``ensure_toolchain(version)`` does the same for the
+e2e conftest. Each pin (CLI_PINS) is a wrapper Go module in e2e/: pulumi-cli/ for the
+default, pulumi-cli-v<version>/ for the compatibility pins the suite also runs against. A
+toolchain folder is
 
     ${PROCELLA_CACHE_DIR:-~/.cache/procella}/pulumi-toolchain-v<version>-<hash>/
         bin/   pulumi, pulumi-language-python, pulumi-language-python-exec,
@@ -58,7 +59,8 @@ LANGUAGE_HOST_VERSION = "3.68.0"
 # Bump when the build recipe changes, so existing caches are not reused.
 TOOLCHAIN_REVISION = "3"
 
-E2E_DIR = Path(__file__).resolve().parent
+# The wrapper Go modules live with the suite that drives the CLI.
+E2E_DIR = Path(__file__).resolve().parent.parent / "e2e"
 HOST_MODULE_DIR = E2E_DIR / "pulumi-language-python"
 
 
