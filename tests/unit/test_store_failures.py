@@ -19,7 +19,7 @@ from procella.metadata.base import GONE, MetadataStore, UniqueViolation
 from procella.metadata.postgres import PostgresStore
 from procella.metadata.sqlite import SqliteStore
 from procella.settings import Settings
-from tests.services import free_port
+from procella_testing.processes import free_port
 
 ORG = "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, NOW_MS)"
 
