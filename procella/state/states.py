@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from procella import strictjson
 from procella.blobs.base import BlobNotFound
-from procella.errors import BadRequest, Conflict, NotFound
+from procella.errors import BadRequest, Conflict, NotFound, TransientStoreError
 from procella.metadata.base import CheckpointRecord, Connection, MetadataStore, UpdateRecord
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import journal as journal_q
@@ -169,7 +169,15 @@ class States:
                 if again is None:
                     raise NotFound(f"the state of version {record.version} is gone") from None
                 record = again
-        return await self._load_once(record)
+        try:
+            return await self._load_once(record)
+        except _Moved:
+            # Compacted under every read (or a text that no longer matches its digest): the
+            # request can be retried as a whole, and must not end as a 500.
+            raise TransientStoreError(
+                f"the state of version {record.version} changed while it was read; retry",
+                cause="state_moved",
+            ) from None
 
     async def _load_once(self, record: CheckpointRecord) -> bytes:
         cached = self.texts.cache.get(record.sha256)

@@ -257,3 +257,24 @@ async def test_whole_steps_on_alternating_replicas_parse_what_changed(
         await assert_ok(await a.complete(update), 204)
     async with replica(settings) as (_, fresh):
         assert await fresh.export_bytes(S) == texts[4]
+
+
+async def test_a_text_that_never_reads_back_whole_is_a_503_not_a_500(settings: Settings) -> None:
+    """A state that fails its digest at every read (here: the row's digest altered, as a
+    compaction racing every attempt would look) answers a retryable 503 with the error body,
+    and the stack stays readable once the row is right again."""
+    async with replica(settings.replace(checkpoint_inline_max_bytes=0)) as (app, api):
+        services = services_of(app)
+        await api.new_stack(S)
+        update = await api.started(S)
+        text = state({"a": 50_000}, 1)
+        await assert_ok(await api.verbatim(update, text, 1), 204)
+        await assert_ok(await api.complete(update), 204)
+        async with services.meta.transaction() as conn:
+            await conn.execute("UPDATE checkpoints SET sha256 = ?", ("0" * 64,))
+        services.stacks.states.texts.cache._items.clear()
+        message = await assert_error(await api.export(S), 503)
+        assert "changed while it was read" in message
+        async with services.meta.transaction() as conn:
+            await conn.execute("UPDATE checkpoints SET sha256 = ?", (sha256_hex(text),))
+        assert await api.export_bytes(S) == text
