@@ -60,6 +60,9 @@ def test_long_running_services_have_healthchecks(repo: Path, profile: str) -> No
 def test_start_order_uses_conditions(repo: Path, profile: str) -> None:
     services = _services(repo, profile)
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # `procella migrate` checks the bucket too: started beside the bucket job, it raced it.
+    done = "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["bucket"]["condition"] == done
     assert services["bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
     for name in REPLICAS & set(services):
         deps = services[name]["depends_on"]
