@@ -246,16 +246,6 @@ class States:
         self.texts.cache.put(record.sha256, text, record.stack_id, position, known)
         return text
 
-    async def resource_count(self, stack_id: str) -> int:
-        """Resources in the stack's current state; reads no text unless a journal is open."""
-        async with self.meta.read() as conn:
-            row = await checkpoint_q.latest_summary(conn, stack_id)
-            after = -1 if row is None else row.version
-            pending = await journal_q.unmaterialized(conn, stack_id, after, None)
-        if not pending:
-            return 0 if row is None else row.resource_count
-        return (await self.text(stack_id)).resource_count
-
     async def materialize(self, update: UpdateRecord) -> Materialized:
         """Replay the update's journal onto its base state; store the result as its delta
         from the base's checkpoint row, or whole when there is no such row (or the chain

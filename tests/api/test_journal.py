@@ -368,3 +368,47 @@ async def test_a_client_cannot_send_a_base_reference(api: Api, stack: str) -> No
     entry = journal_entry(SUCCESS, 1, 1, removeOld=0, procellaBaseResource=0)
     message = await assert_error(await api.journal(update, [entry]), 400)
     assert "procellaBaseResource" in message
+
+
+async def test_a_journal_the_cli_could_not_replay_either_is_a_409(api: Api, stack: str) -> None:
+    # Two resources claiming one alias: Go's replayer refuses the state, and so does the
+    # export; the stack's state is not replaced by anything.
+    update = await journaled(api)
+    alias = "urn:pulumi:dev::proj::pulumi-python:dynamic:Resource::old"
+    entries = [
+        journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER),
+        *create(2, 1, resource_state("a", aliases=[alias])),
+        *create(4, 2, resource_state("b", aliases=[alias])),
+    ]
+    await assert_ok(await api.journal(update, entries), 204)
+    message = await assert_error(await api.export(stack), 409)
+    assert "cannot be replayed" in message and "have the same alias" in message
+    await assert_error(await api.complete(update), 409)
+    await assert_ok(await api.cancel(update), 204)
+    assert urns(await state_of(api, stack, update.version - 1)) == []
+
+
+async def test_a_failed_settle_is_done_by_the_next_reader_that_needs_it(
+    api: Api, stack: str, app: quart_typing.TestAppProtocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pulumi cancel` stores the journal's state best effort. When that fails the cancel
+    still succeeds, and what needs the stored state (here `pulumi stack rm`, which must see
+    the resources) stores it first: the stack is not deleted with resources in it."""
+    states = services_of(app).stacks.states
+    update = await journaled(api)
+    await assert_ok(await api.journal(update, first_update_entries()), 204)
+    real = states.materialize
+
+    async def failing(*_: Any) -> Any:
+        raise OSError("the blob store is down")
+
+    monkeypatch.setattr(states, "materialize", failing)
+    await assert_ok(await api.cancel(update), 204)
+    async with services_of(app).meta.read() as conn:
+        rows = await conn.fetchone("SELECT COUNT(*) FROM checkpoints")
+    assert rows is not None and rows[0] == 0
+    monkeypatch.setattr(states, "materialize", real)
+    message = await assert_error(await api.call("DELETE", f"/api/stacks/{stack}"), 400)
+    assert "still contains resources" in message
+    assert urns(await state_of(api, stack)) == ["proj-dev", "a", "b"]
+    assert (await api.history(stack))[0]["resourceCount"] == 3

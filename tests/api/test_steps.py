@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from quart import typing as quart_typing
 
 from procella import create_app
@@ -278,3 +279,58 @@ async def test_a_text_that_never_reads_back_whole_is_a_503_not_a_500(settings: S
         async with services.meta.transaction() as conn:
             await conn.execute("UPDATE checkpoints SET sha256 = ?", (sha256_hex(text),))
         assert await api.export_bytes(S) == text
+
+
+async def test_a_replica_behind_a_compaction_rebuilds_from_the_new_full_text(
+    settings: Settings,
+) -> None:
+    """A replica's newest text is from before another replica compacted the version: the
+    deltas after it are gone, so it cannot catch up by them, and reads the new full text."""
+    texts = [state({f"r{i}": 30_000 for i in range(4)}, 1)]
+    texts += [state({f"{chr(96 + seq)}{i}": 30_000 for i in range(4)}, seq) for seq in range(2, 6)]
+    grown = state({**{f"e{i}": 30_000 for i in range(4)}, "e3": 30_001}, 6)
+    async with replica(settings) as (app, a), replica(settings) as (_, b):
+        await a.new_stack(S)
+        update = await a.started(S)
+        await assert_ok(await a.verbatim(update, texts[0], 1), 204)
+        for seq in range(2, 6):  # steps that rewrite everything: each compacts
+            await assert_ok(await b.verbatim(update, texts[seq - 1], seq), 204)
+        async with services_of(app).meta.read() as conn:
+            stack_id = await conn.fetchone("SELECT stack_id FROM checkpoints")
+            assert stack_id is not None
+            row = await checkpoint_q.get(conn, stack_id[0], update.version)
+        assert row is not None and row.base_version is None and row.full_seq > 1
+        await assert_ok(await a.verbatim(update, grown, 6), 204)
+        await assert_ok(await a.complete(update), 204)
+    async with replica(settings) as (_, fresh):
+        assert await fresh.export_bytes(S) == grown
+
+
+@pytest.mark.parametrize("damage", ["one byte more", "truncated"])
+async def test_a_replica_never_builds_on_a_cached_text_that_is_wrong(
+    settings: Settings, damage: str
+) -> None:
+    """Catching up applies the missed deltas to the replica's own text and checks the
+    result's hash; a text that does not hash (or that the deltas do not fit) is dropped
+    for the stored one, whatever happened to it."""
+    sizes = {f"r{i:03d}": 1000 for i in range(50)}
+    texts = [state({**sizes, "r049": 1000 + step}, step) for step in range(4)]
+    async with replica(settings) as (app, a), replica(settings) as (_, b):
+        await a.new_stack(S)
+        update = await a.started(S)
+        await assert_ok(await a.verbatim(update, texts[0], 1), 204)
+        await assert_ok(await a.verbatim(update, texts[1], 2), 204)
+        await assert_ok(await b.verbatim(update, texts[2], 3), 204)  # a missed this step
+        cache = services_of(app).stacks.states.texts.cache
+        cached = cache.get(sha256_hex(texts[1]))
+        assert cached == texts[1]
+        at = cached.index(b'"fill":"r', len(cached) // 2)
+        if damage == "one byte more":
+            wrong = cached[:at] + b" " + cached[at:]
+        else:
+            wrong = cached[: len(cached) // 4]
+        cache._items[sha256_hex(texts[1])] = wrong
+        await assert_ok(await a.verbatim(update, texts[3], 4), 204)
+        await assert_ok(await a.complete(update), 204)
+    async with replica(settings) as (_, fresh):
+        assert await fresh.export_bytes(S) == texts[3]
