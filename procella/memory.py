@@ -8,13 +8,17 @@ freed inside an arena stays in the process: RSS grows with large updates and doe
 come down. ``configure`` keeps the arenas few; ``trim`` hands back what they hold free,
 at most once a second (a fixed mmap threshold would return every large block at once, but
 costs a page fault per page of every one: measured, +70% of server CPU on whole
-checkpoints). ``procella serve`` calls ``configure`` (the process is its own); a request
-that read a large body calls ``trim`` when it is done. Elsewhere (musl, macOS) both do
-nothing.
+checkpoints). ``procella serve`` calls ``configure`` (the process is its own) and runs
+``trim_after_requests``: within a second of any request ending, and so once a request is
+done and its answer sent, whatever it read, built or answered (an export, a journal's
+base, a batch of ciphertexts) goes back, and a long-lived server does not keep the high
+water mark of every large request before it. A request that read a large body also calls
+``trim`` when it is done. Elsewhere (musl, macOS) all of them do nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -59,6 +63,7 @@ def configure() -> bool:
 
 _lock = threading.Lock()
 _last_trim = 0.0
+_request_ended = threading.Event()
 
 
 def trim(*, force: bool = False) -> None:
@@ -74,3 +79,19 @@ def trim(*, force: bool = False) -> None:
             return
         _last_trim = now
     libc.malloc_trim(0)
+
+
+def request_ended() -> None:
+    """A request is done (its answer sent): ``trim_after_requests`` trims within a second."""
+    _request_ended.set()
+
+
+async def trim_after_requests() -> None:
+    """Until cancelled: every ``TRIM_INTERVAL`` seconds, trim if a request ended since the
+    last look. An idle server does nothing; a busy one trims once per interval, in a thread
+    (``malloc_trim`` walks the arenas, a few ms for hundreds of MB)."""
+    while True:
+        await asyncio.sleep(TRIM_INTERVAL)
+        if _request_ended.is_set():
+            _request_ended.clear()
+            await asyncio.to_thread(trim, force=True)

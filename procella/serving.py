@@ -58,7 +58,7 @@ def worker_app() -> Quart:
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
     memory.configure()
-    return create_app(settings)
+    return _trimming_memory(create_app(settings))
 
 
 @contextmanager
@@ -108,7 +108,7 @@ async def _serve_in_process(settings: Settings, config: Any) -> None:
 
     from procella.app import create_app, mark_draining
 
-    app = create_app(settings)
+    app = _trimming_memory(create_app(settings))
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -119,3 +119,31 @@ async def _serve_in_process(settings: Settings, config: Any) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+
+
+def _trimming_memory(app: Quart) -> Quart:
+    """The app, telling ``procella.memory`` when each request has ended (its answer sent,
+    so what it held is freed), and trimming after requests while it serves."""
+    inner = app.asgi_app
+
+    async def marking(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await inner(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                memory.request_ended()
+
+    app.asgi_app = marking  # type: ignore[method-assign]
+    tasks: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def start_trimming() -> None:
+        tasks.append(asyncio.create_task(memory.trim_after_requests()))
+
+    @app.after_serving
+    async def stop_trimming() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    return app

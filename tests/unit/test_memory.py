@@ -5,11 +5,15 @@ Procella runs on glibc (Debian: CI, the image); these tests say so rather than s
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import subprocess
 import sys
 
-from procella import memory
+import pytest
+
+from procella import create_app, memory, serving
+from procella.settings import Settings
 
 # A large block freed raises glibc's mmap threshold; the next large blocks then come from
 # the heap, and one freed below a small block that lives on stays in the process.
@@ -48,3 +52,23 @@ def test_trim_gives_freed_large_blocks_back_to_the_system() -> None:
 def test_trim_never_fails() -> None:
     memory.trim()
     memory.trim()  # rate-limited: a no-op
+
+
+async def test_procella_serve_trims_after_a_request_ends(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[bool] = []
+    memory._request_ended.clear()  # what an earlier test's server may have left
+    monkeypatch.setattr(memory, "TRIM_INTERVAL", 0.01)
+    monkeypatch.setattr(memory, "trim", lambda *, force=False: trims.append(force))
+    app = serving._trimming_memory(create_app(settings))
+    async with app.test_app() as running:
+        await asyncio.sleep(0.1)
+        assert trims == []  # idle: nothing to give back
+        response = await running.test_client().get("/healthz")
+        assert response.status_code == 200
+        for _ in range(500):
+            if trims:
+                break
+            await asyncio.sleep(0.01)
+        assert trims == [True]
