@@ -198,6 +198,8 @@ class StackService:
                 f"deleted stack {ref}{how}",
             )
             await stack_q.delete(conn, stack.id)
+        # Its texts are never read again here (other replicas evict theirs in time).
+        self.states.texts.cache.forget(stack.id)
 
     async def set_tags(self, principal: Principal, ref: StackRef, tags: dict[str, str]) -> None:
         principal.require_stack(ref.org, ref.project, ref.stack, Role.MEMBER)

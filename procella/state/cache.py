@@ -80,6 +80,13 @@ class CheckpointCache:
             evicted = next(iter(self._items))
             self._drop(evicted)
 
+    def forget(self, stack_id: str) -> None:
+        """Drop the stack's texts (it was deleted). A text another stack shares stays."""
+        sha256 = self._newest.pop(stack_id, None)
+        self._position.pop(stack_id, None)
+        if sha256 is not None and sha256 not in self._newest.values():
+            self._drop(sha256)
+
     def _drop(self, sha256: str) -> None:
         text = self._items.pop(sha256, None)
         if text is not None:

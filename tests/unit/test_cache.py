@@ -42,3 +42,17 @@ def test_how_a_text_was_checked_counts_in_the_budget_and_goes_with_it() -> None:
     cache.put("c", b"z" * 10, "s2", (1, 2), Pieces(3, {}, []))
     assert cache.get("b") is None  # s2's newest replaced its older text
     assert cache.pieces("c") is not None
+
+
+def test_a_deleted_stack_gives_its_room_back_but_not_a_text_another_stack_holds() -> None:
+    cache = CheckpointCache(10)
+    cache.put("a", b"aaaa", "s1", (1, 1))
+    cache.put("shared", b"ssss", "s2")
+    cache.put("shared", b"ssss", "s3")
+    cache.forget("s1")
+    assert cache.get("a") is None and cache.newest("s1") is None
+    cache.forget("s2")
+    assert cache.get("shared") == b"ssss"
+    cache.forget("s3")
+    assert cache.get("shared") is None
+    cache.forget("never-cached")
