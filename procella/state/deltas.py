@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import hashlib
 import itertools
 import re
 import struct
@@ -29,23 +30,26 @@ _HEADER = struct.Struct("<QQQ")
 
 
 def diff(old: bytes, new: bytes) -> list[TextEdit]:
-    """Edits that turn ``old`` into ``new`` (``apply_text_edits(old, diff(old, new)) == new``)."""
+    """Edits that turn ``old`` into ``new`` (``apply_text_edits(old, diff(old, new)) == new``).
+
+    The parts between the common prefix and suffix are matched by their digests, so no
+    copy of either text is made beside the edits (the texts may be 100 MB).
+    """
     prefix = _common_prefix(old, new)
     suffix = _common_suffix(old, new, prefix)
-    old_mid, new_mid = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
-    if not old_mid and not new_mid:
+    old_end, new_end = len(old) - suffix, len(new) - suffix
+    if old_end == prefix and new_end == prefix:
         return []
-    if len(old_mid) < _SMALL or len(new_mid) < _SMALL:
-        return [TextEdit(prefix, len(old) - suffix, new_mid)]
-    old_starts, new_starts = _boundaries(old_mid), _boundaries(new_mid)
-    old_parts, new_parts = _split(old_mid, old_starts), _split(new_mid, new_starts)
+    if old_end - prefix < _SMALL or new_end - prefix < _SMALL:
+        return [TextEdit(prefix, old_end, new[prefix:new_end])]
+    old_starts, new_starts = _boundaries(old, prefix, old_end), _boundaries(new, prefix, new_end)
+    old_parts, new_parts = _digests(old, old_starts), _digests(new, new_starts)
     matcher = difflib.SequenceMatcher(None, old_parts, new_parts, autojunk=False)
     edits: list[TextEdit] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        start, end = prefix + old_starts[i1], prefix + old_starts[i2]
-        edits.append(TextEdit(start, end, b"".join(new_parts[j1:j2])))
+        if tag != "equal":
+            start, end = old_starts[i1], old_starts[i2]
+            edits.append(TextEdit(start, end, new[new_starts[j1] : new_starts[j2]]))
     return edits
 
 
@@ -154,19 +158,25 @@ def _common_suffix(a: bytes, b: bytes, prefix: int) -> int:
     return n
 
 
-def _boundaries(text: bytes) -> list[int]:
-    """Offsets where ``text`` is cut: 0, each resource start, and ``len(text)``."""
-    starts = [0]
-    at = text.find(_BOUNDARY, 1)
+def _boundaries(text: bytes, begin: int, end: int) -> list[int]:
+    """Offsets where ``text[begin:end]`` is cut: ``begin``, each resource start after it,
+    and ``end``."""
+    starts = [begin]
+    at = text.find(_BOUNDARY, begin + 1, end)
     while at != -1:
         starts.append(at)
-        at = text.find(_BOUNDARY, at + 1)
-    starts.append(len(text))
+        at = text.find(_BOUNDARY, at + 1, end)
+    starts.append(end)
     return starts
 
 
-def _split(text: bytes, starts: Sequence[int]) -> list[bytes]:
-    return [text[starts[i] : starts[i + 1]] for i in range(len(starts) - 1)]
+def _digests(text: bytes, starts: Sequence[int]) -> list[bytes]:
+    """A digest of each part (equal digests: equal bytes, but for a 128-bit collision)."""
+    view = memoryview(text)
+    return [
+        hashlib.blake2b(view[starts[i] : starts[i + 1]], digest_size=16).digest()
+        for i in range(len(starts) - 1)
+    ]
 
 
 def encode(edits: Sequence[TextEdit]) -> bytes:

@@ -28,6 +28,7 @@ from typing import Any
 
 from procella import memory
 from procella.errors import BadRequest
+from procella.state.journal_base import BaseResource, compact_json, resource_digest
 
 Json = dict[str, Any]
 
@@ -121,7 +122,8 @@ def _is_strings(value: object) -> bool:
 
 
 def _check_resource(value: object, where: str) -> None:
-    if not isinstance(value, dict):
+    # A BaseResource was parsed and checked as a dict; it holds every member read here.
+    if not isinstance(value, dict | BaseResource):
         raise _Invalid(f"'{where}' must be an object")
     if not isinstance(value.get("urn"), str):
         raise _Invalid(f"'{where}.urn' must be a string")
@@ -558,7 +560,7 @@ def _apply_features(res: Json, byte_string: bool, features: set[str]) -> None:
 
 def _patched(res: Json, changes: Json) -> Json:
     """A copy of ``res`` with ``changes`` applied (``_DROP`` removes a member)."""
-    out = dict(res)
+    out = res.value() if isinstance(res, BaseResource) else dict(res)
     added = False
     for name, value in changes.items():
         if value is _DROP:
@@ -795,17 +797,6 @@ def generate_text(replayer: Replayer, manifest: Json) -> tuple[bytes, int]:
     return _write_wrapper(version, features, deployment, consume=True), count
 
 
-def compact_json(value: object) -> bytes:
-    """Compact UTF-8 JSON, as stored; a lone surrogate is written escaped."""
-    try:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
-    except UnicodeEncodeError:
-        # A lone surrogate ("\ud800" in the JSON) has no UTF-8; escaped, the text stays valid.
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-
-
 def replay(base: Json | None, entries: Iterable[Json | JournalEntry], manifest: Json) -> bytes:
     """The checkpoint text of ``base`` with ``entries`` replayed onto it."""
     replayer = Replayer(base)
@@ -815,18 +806,6 @@ def replay(base: Json | None, entries: Iterable[Json | JournalEntry], manifest: 
 
 
 # --- Storage: unchanged states by reference --------------------------------------------
-
-
-def resource_digest(res: object) -> bytes:
-    """A digest of a resource's compact JSON: equal digests, byte-identical resources (so
-    ``true`` is not ``1`` and ``1.0`` is not ``1``, as they would be for ``==``)."""
-    return hashlib.sha256(compact_json(res)).digest()
-
-
-def base_digests(base_text: bytes) -> list[bytes]:
-    """``resource_digest`` of each resource of a stored checkpoint text."""
-    deployment = json.loads(base_text).get("deployment") or {}
-    return [resource_digest(res) for res in deployment.get("resources") or ()]
 
 
 def elide_unchanged(body: Json, digests: Sequence[bytes]) -> Json:

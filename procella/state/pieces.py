@@ -118,6 +118,40 @@ def _in_pieces(
     cuts: list[int] | None,
 ) -> tuple[Any, Pieces, int | None] | None:
     """The skeleton and pieces, or None when the text must be parsed whole."""
+    if cuts is None:
+        cuts = deltas.cuts(text)
+    shape = elements(text, max_depth, cuts)
+    if shape is None:
+        return None
+    starts, ends = shape
+    skeleton, count = strictjson.loads_counted(skeleton_text(text, starts, ends), max_depth)
+    level = strictjson.open_at_end(text[: starts[0]])
+    known = _Known(previous, edits) if previous is not None and edits is not None else None
+    spans: dict[int, tuple[int, int]] = {}
+    for start, stop in zip(starts, ends, strict=True):
+        found = None if known is None else known.depth(start, stop)
+        if found is None:
+            piece = text[start:stop]
+            found = strictjson.depth(piece)
+            if level + found > max_depth:
+                return None
+            strictjson.DECODER.decode(piece.decode("utf-8"))
+        elif level + found > max_depth:
+            return None
+        spans[start] = (stop, found)
+    return skeleton, Pieces(level, spans, cuts), count
+
+
+def elements(
+    text: bytes, max_depth: int, cuts: list[int] | None = None
+) -> tuple[list[int], list[int]] | None:
+    """Where the elements of the resources array start and end (before the comma that
+    follows each), as the cuts suggest; None when the text does not have the shape.
+
+    Only the last element is parsed here (the array's ``]`` must follow it): the caller
+    parses the skeleton and each element, and a wrong cut makes one of them fail. Raises
+    ValueError or RecursionError when the last element is not JSON.
+    """
     key = text.find(_KEY)
     if key < 1 or text[key - 1] not in b"{,":
         return None
@@ -136,23 +170,12 @@ def _in_pieces(
     tail = starts[-1] + (end if last.isascii() else len(decoded[:end].encode()))
     if not text.startswith(b"]", tail):
         return None
-    skeleton, count = strictjson.loads_counted(text[:head] + SENTINEL + text[tail:], max_depth)
-    level = strictjson.open_at_end(text[:head])
-    ends = [s - 1 for s in starts[1:]] + [tail]
-    known = _Known(previous, edits) if previous is not None and edits is not None else None
-    spans: dict[int, tuple[int, int]] = {}
-    for start, stop in zip(starts, ends, strict=True):
-        found = None if known is None else known.depth(start, stop)
-        if found is None:
-            piece = text[start:stop]
-            found = strictjson.depth(piece)
-            if level + found > max_depth:
-                return None
-            strictjson.DECODER.decode(piece.decode("utf-8"))
-        elif level + found > max_depth:
-            return None
-        spans[start] = (stop, found)
-    return skeleton, Pieces(level, spans, cuts), count
+    return starts, [s - 1 for s in starts[1:]] + [tail]
+
+
+def skeleton_text(text: bytes, starts: list[int], ends: list[int]) -> bytes:
+    """``text`` with the resources array's elements replaced by the one element ``"1"``."""
+    return text[: starts[0]] + SENTINEL + text[ends[-1] :]
 
 
 def carry(previous: Pieces, edits: Sequence[TextEdit], cuts: list[int]) -> Pieces:

@@ -31,8 +31,9 @@ from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import updates as update_q
 from procella.state import checkpoints as cp
-from procella.state import deltas, journal, pieces
+from procella.state import deltas, journal, journal_base, pieces
 from procella.state.journal import JournalEntry
+from procella.state.journal_base import compact_json
 from procella.state.texts import CheckpointTexts, StoredText
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class States:
         digests: list[bytes] = []
         if any(_may_elide(entry) for entry in entries):
             digests = await self._base_digests(update)
-        return [journal.compact_json(journal.elide_unchanged(e.body, digests)) for e in entries]
+        return [compact_json(journal.elide_unchanged(e.body, digests)) for e in entries]
 
     async def _base_digests(self, update: UpdateRecord) -> list[bytes]:
         """The digests of the update's base resources, from a small per-replica cache; a
@@ -128,7 +129,7 @@ class States:
         if digests is None:
             assert update.version is not None
             _, base, _ = await self._state_at(update.stack_id, update.version - 1)
-            digests = await asyncio.to_thread(journal.base_digests, base.text)
+            digests = await asyncio.to_thread(journal_base.base_digests, base.text)
             self._digests[update.id] = digests
             while len(self._digests) > _DIGEST_CACHE_UPDATES:
                 self._digests.pop(next(iter(self._digests)))
@@ -329,8 +330,7 @@ def _carry(known: pieces.Pieces, chain: list[list[cp.TextEdit]], text: bytes) ->
 
 
 def _replayer(base_text: bytes) -> journal.Replayer:
-    base = cp.readable_deployment(cp.parse_deployment(base_text)).get("deployment")
-    return journal.Replayer(base if isinstance(base, dict) else None)
+    return journal.Replayer(journal_base.read_deployment(base_text))
 
 
 def _add_entries(replayer: journal.Replayer, bodies: list[bytes]) -> None:
