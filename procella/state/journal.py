@@ -28,7 +28,7 @@ from typing import Any
 
 from procella import memory
 from procella.errors import BadRequest
-from procella.state.journal_base import BaseResource, compact_json, resource_digest
+from procella.state.text_resources import TextResource, compact_json, resource_digest
 
 Json = dict[str, Any]
 
@@ -122,8 +122,8 @@ def _is_strings(value: object) -> bool:
 
 
 def _check_resource(value: object, where: str) -> None:
-    # A BaseResource was parsed and checked as a dict; it holds every member read here.
-    if not isinstance(value, dict | BaseResource):
+    # A TextResource was parsed and checked as a dict; it holds every member read here.
+    if not isinstance(value, dict | TextResource):
         raise _Invalid(f"'{where}' must be an object")
     if not isinstance(value.get("urn"), str):
         raise _Invalid(f"'{where}.urn' must be a string")
@@ -304,13 +304,17 @@ class Replayer:
 
     def add_stored(self, body: Json) -> None:
         """Add an entry as stored: it passed ``check_entry`` when it arrived, and a state
-        ``elide_unchanged`` replaced by a reference is put back."""
+        ``elide_unchanged`` replaced by a reference is put back. Its state is kept as
+        text (``TextResource``), so a journal of 5000 creates holds 5000 texts, not 5000
+        parsed resources."""
         index = body.get(BASE_RESOURCE)
         if index is not None:
             if not 0 <= index < len(self._given_resources):
                 raise ReplayError(f"a stored entry refers to base resource {index}, not there")
             body = {**body, "state": self._given_resources[index]}
             del body[BASE_RESOURCE]
+        elif isinstance(body.get("state"), dict):
+            body["state"] = TextResource(body["state"])
         kind = Kind(body["kind"])
         self.add(JournalEntry(kind, body["sequenceID"], body["operationID"], body))
 
@@ -560,7 +564,7 @@ def _apply_features(res: Json, byte_string: bool, features: set[str]) -> None:
 
 def _patched(res: Json, changes: Json) -> Json:
     """A copy of ``res`` with ``changes`` applied (``_DROP`` removes a member)."""
-    out = res.value() if isinstance(res, BaseResource) else dict(res)
+    out = res.value() if isinstance(res, TextResource) else dict(res)
     added = False
     for name, value in changes.items():
         if value is _DROP:

@@ -31,9 +31,9 @@ from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import journal as journal_q
 from procella.metadata.queries import updates as update_q
 from procella.state import checkpoints as cp
-from procella.state import deltas, journal, journal_base, pieces
+from procella.state import deltas, journal, pieces, text_resources
 from procella.state.journal import JournalEntry
-from procella.state.journal_base import compact_json
+from procella.state.text_resources import compact_json
 from procella.state.texts import CheckpointTexts, StoredText
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class States:
         if digests is None:
             assert update.version is not None
             _, base, _ = await self._state_at(update.stack_id, update.version - 1)
-            digests = await asyncio.to_thread(journal_base.base_digests, base.text)
+            digests = await asyncio.to_thread(text_resources.base_digests, base.text)
             self._digests[update.id] = digests
             while len(self._digests) > _DIGEST_CACHE_UPDATES:
                 self._digests.pop(next(iter(self._digests)))
@@ -330,7 +330,7 @@ def _carry(known: pieces.Pieces, chain: list[list[cp.TextEdit]], text: bytes) ->
 
 
 def _replayer(base_text: bytes) -> journal.Replayer:
-    return journal.Replayer(journal_base.read_deployment(base_text))
+    return journal.Replayer(text_resources.read_deployment(base_text))
 
 
 def _add_entries(replayer: journal.Replayer, bodies: list[bytes]) -> None:

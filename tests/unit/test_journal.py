@@ -25,7 +25,12 @@ from procella.state.journal import (
     replay,
     wrapper_text,
 )
-from procella.state.journal_base import read_deployment, resource_digest
+from procella.state.text_resources import (
+    TextResource,
+    compact_json,
+    read_deployment,
+    resource_digest,
+)
 
 Json = dict[str, Any]
 
@@ -100,7 +105,7 @@ class Journal:
         for entry in self.entries:
             replayer.add(entry)
         version, features, deployment = replayer.generate(MANIFEST)
-        if self.from_text:  # BaseResources in it: compared as the JSON they write
+        if self.from_text:  # TextResources in it: compared as the JSON they write
             deployment = json.loads(wrapper_text(version, features, deployment))["deployment"]
         return version, features, deployment
 
@@ -815,3 +820,16 @@ def test_a_stored_reference_replays_as_the_base_resource() -> None:
     assert deployment["resources"] == [res("b"), res("a")]
     with pytest.raises(ReplayError, match="base resource 2"):
         Replayer(base).add_stored({**same, BASE_RESOURCE: 2})
+
+
+def test_a_stored_entrys_state_is_kept_as_its_text_until_replay_changes_it() -> None:
+    a, b = res("a", outputs={"v": 1}), res("b")
+    j = Journal().step(1, a).step(2, b).success(3, deleteNew=2)
+    replayer = Replayer(None)
+    for entry in j.entries:
+        replayer.add_stored(json.loads(json.dumps(entry)))
+    _, _, deployment = replayer.generate(MANIFEST)
+    kept, flagged = deployment["resources"]
+    assert isinstance(kept, TextResource) and kept.text == compact_json(a)
+    assert flagged == {**b, "delete": True}  # parsed again to be changed
+    assert json.loads(wrapper_text(3, [], deployment))["deployment"] == j.deployment(None)

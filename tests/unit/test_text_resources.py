@@ -1,4 +1,4 @@
-"""procella.state.journal_base: a journal's base state read a resource at a time."""
+"""procella.state.text_resources: resources kept as text; a journal's base read so."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from procella.state import journal_base
+from procella.state import text_resources
 from procella.state.journal import Replayer, ReplayError
-from procella.state.journal_base import BaseResource, base_digests, compact_json, read_deployment
+from procella.state.text_resources import TextResource, base_digests, compact_json, read_deployment
 
 Json = dict[str, Any]
 
@@ -29,11 +29,11 @@ def compact(deployment: Json) -> bytes:
 
 
 def plain(deployment: Json | None) -> Json | None:
-    """``deployment`` as plain JSON (its BaseResources parsed)."""
+    """``deployment`` as plain JSON (its TextResources parsed)."""
     if deployment is None:
         return None
     resources = [
-        r.value() if isinstance(r, BaseResource) else r for r in deployment.get("resources", ())
+        r.value() if isinstance(r, TextResource) else r for r in deployment.get("resources", ())
     ]
     return {**deployment, "resources": resources} if "resources" in deployment else deployment
 
@@ -103,14 +103,14 @@ def test_any_text_reads_as_its_whole_parse_would(state: Json) -> None:
             expected["pending_operations"] = expected.pop("pendingOperations")
         assert plain(read_deployment(text)) == expected
         parsed = [compact_json(r) for r in expected.get("resources") or ()]
-        assert base_digests(text) == [journal_base.resource_digest(json.loads(r)) for r in parsed]
+        assert base_digests(text) == [text_resources.resource_digest(json.loads(r)) for r in parsed]
 
 
 def test_a_wrong_cut_is_found_before_anything_is_used() -> None:
     nested = res("a", outputs={"l": [{"urn": "x"}, {"urn": "y"}]})
     state = {**STATE, "resources": [nested, res("b")]}
     text = compact(state)
-    assert journal_base._split(text) is not None  # cut, then found wrong when parsed
+    assert text_resources._split(text) is not None  # cut, then found wrong when parsed
     assert plain(read_deployment(text)) == state
 
 

@@ -1,17 +1,19 @@
-"""The base state a journal replays onto, read from its stored text a resource at a time.
+"""Resources kept as their compact JSON text while a journal is replayed.
 
-Replay passes most base resources through untouched: an update that changes 10 of 1000
-resources sends 990 ``same`` steps whose states are the base's own. Parsed whole, the base
-costs several times its text in Python objects (a 26 MB state of 1000 resources, ~200 MB),
-and ``materialize`` holds it beside the base's text and the new one. So each resource is
-parsed on its own, once, and kept as a ``BaseResource``: its compact JSON, which the output
-writes as it is, and the few members replay reads. Only a resource that replay changes (a
-flag, a reference) is parsed again, alone.
+Replay passes most resources through untouched: an update that changes 10 of 1000
+resources sends 990 ``same`` steps whose states are the base's own, and a new resource's
+state is written out as it came. Parsed, a state costs up to several times its text in
+Python objects, and ``materialize`` holds the whole state beside the base's text and the
+new one. So each resource is parsed on its own, once, and kept as a ``TextResource``: its
+compact JSON, which the output writes as it is, and the few members replay reads. Only a
+resource that replay changes (a flag, a reference) is parsed again, alone. That holds for
+the base state (``read_deployment``, from its stored text) and for the states the stored
+entries carry (``journal.Replayer.add_stored``).
 
-The text is cut where ``pieces`` cuts it, and that is exact for the same reason: the
-skeleton (the text with the resources array replaced by ``["1"]``) must parse with the
-``"1"`` as the deployment's resources, and every piece must parse as one value, so a cut in
-the wrong place fails, and then the text is parsed whole.
+The base's text is cut where ``pieces`` cuts a checkpoint, and that is exact for the same
+reason: the skeleton (the text with the resources array replaced by ``["1"]``) must parse
+with the ``"1"`` as the deployment's resources, and every piece must parse as one value, so
+a cut in the wrong place fails, and then the text is parsed whole.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ READ_MEMBERS = frozenset(
 _MAX_DEPTH = 1000
 
 
-class BaseResource:
-    """A base state's resource, kept as its compact JSON (``text``) and the members replay
-    reads. Reading any other member is a bug, and raises KeyError rather than answer None."""
+class TextResource:
+    """A resource kept as its compact JSON (``text``) and the members replay reads.
+    Reading any other member is a bug, and raises KeyError rather than answer None."""
 
     __slots__ = ("_members", "text")
 
@@ -73,8 +75,8 @@ _ABSENT: Any = object()
 
 def compact_json(value: object) -> bytes:
     """Compact UTF-8 JSON, as stored; a lone surrogate is written escaped. A
-    ``BaseResource`` is its text."""
-    if isinstance(value, BaseResource):
+    ``TextResource`` is its text."""
+    if isinstance(value, TextResource):
         return value.text
     try:
         return json.dumps(
@@ -92,7 +94,7 @@ def resource_digest(res: object) -> bytes:
 
 
 def read_deployment(text: bytes) -> Json | None:
-    """The deployment of a stored checkpoint text, its resources as ``BaseResource``s
+    """The deployment of a stored checkpoint text, its resources as ``TextResource``s
     (pending operations under the key the CLI reads); None when it has no deployment."""
     found = _split(text)
     if found is not None:
@@ -119,7 +121,7 @@ def base_digests(text: bytes) -> list[bytes]:
 
 def _kept(value: object) -> object:
     # Anything but an object stays as it is (and the replayer refuses it).
-    return BaseResource(value) if isinstance(value, dict) else value
+    return TextResource(value) if isinstance(value, dict) else value
 
 
 def _split(text: bytes) -> tuple[Json, list[tuple[int, int]]] | None:
