@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 import pytest
 
+from procella.api.responses import RESPONSE_PIECE_BYTES
 from procella_testing.processes import free_port
 from tests.conftest import ADMIN_TOKEN
 
@@ -94,6 +95,29 @@ def test_serve_answers_the_cli_calls(server: Server) -> None:
     status, body = server.get("/api/user")
     assert status == 200 and json.loads(body)["githubLogin"] == "admin"
     assert server.get("/readyz")[0] == 200
+
+
+def test_a_large_export_is_sent_whole_with_its_length(server: Server) -> None:
+    # Over RESPONSE_PIECE_BYTES the answer goes out a piece at a time; the CLI must still
+    # get one body of the declared length, not a chunked one.
+    resource = {"urn": "urn:pulumi:dev::web::t::r", "type": "t", "outputs": {"v": "x" * 4096}}
+    state = json.dumps(
+        {"version": 3, "deployment": {"manifest": {}, "resources": [resource] * 800}}
+    ).encode()
+    assert len(state) > 3 * RESPONSE_PIECE_BYTES
+    create = urllib.request.Request(
+        server.url("/api/stacks/acme/web"),
+        data=b'{"stackName":"dev","state":' + state + b"}",
+        headers={"Authorization": f"token {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(create, timeout=10) as response:
+        assert response.status == 200
+    export = urllib.request.Request(server.url("/api/stacks/acme/web/dev/export"))
+    export.add_header("Authorization", f"token {ADMIN_TOKEN}")
+    with urllib.request.urlopen(export, timeout=10) as response:
+        assert response.headers["Content-Length"] == str(len(state))
+        assert response.headers["Transfer-Encoding"] is None
+        assert response.read() == state
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(server: Server) -> None:
