@@ -28,7 +28,14 @@ from typing import Any
 
 from procella import memory
 from procella.errors import BadRequest
-from procella.state.text_resources import TextResource, compact_json, resource_digest
+from procella.state.text_resources import (
+    BOOL_MEMBERS,
+    STRING_MEMBERS,
+    URN_LIST_MEMBERS,
+    TextResource,
+    compact_json,
+    resource_digest,
+)
 
 Json = dict[str, Any]
 
@@ -107,10 +114,6 @@ _REFERENCES = (
     "deleteOld",
     "deleteNew",
 )
-# The resource members replay reads. Go accepts null for each (it leaves the zero value).
-_STRING_MEMBERS = ("parent", "provider", "deletedWith", "viewOf", "extensionRef", "snippetID")
-_BOOL_MEMBERS = ("delete", "pendingReplacement", "taint", "refreshBeforeUpdate")
-_URN_LIST_MEMBERS = ("dependencies", "aliases", "replaceWith")
 
 
 def _is_int64(value: object) -> bool:
@@ -127,15 +130,15 @@ def _check_resource(value: object, where: str) -> None:
         raise _Invalid(f"'{where}' must be an object")
     if not isinstance(value.get("urn"), str):
         raise _Invalid(f"'{where}.urn' must be a string")
-    for name in _STRING_MEMBERS:
+    for name in STRING_MEMBERS:
         member = value.get(name)
         if member is not None and not isinstance(member, str):
             raise _Invalid(f"'{where}.{name}' must be a string")
-    for name in _BOOL_MEMBERS:
+    for name in BOOL_MEMBERS:
         member = value.get(name)
         if member is not None and not isinstance(member, bool):
             raise _Invalid(f"'{where}.{name}' must be a boolean")
-    for name in _URN_LIST_MEMBERS:
+    for name in URN_LIST_MEMBERS:
         member = value.get(name)
         if member is not None and not _is_strings(member):
             raise _Invalid(f"'{where}.{name}' must be a list of strings")

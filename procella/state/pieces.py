@@ -142,11 +142,10 @@ def _in_pieces(
     return skeleton, Pieces(level, spans, cuts), count
 
 
-def elements(
-    text: bytes, max_depth: int, cuts: list[int] | None = None
-) -> tuple[list[int], list[int]] | None:
+def elements(text: bytes, max_depth: int, cuts: list[int]) -> tuple[list[int], list[int]] | None:
     """Where the elements of the resources array start and end (before the comma that
-    follows each), as the cuts suggest; None when the text does not have the shape.
+    follows each), as ``cuts`` (``deltas.cuts(text)``) suggest; None when the text does
+    not have the shape.
 
     Only the last element is parsed here (the array's ``]`` must follow it): the caller
     parses the skeleton and each element, and a wrong cut makes one of them fail. Raises
@@ -158,8 +157,6 @@ def elements(
     head = key + len(_KEY)
     if not text.startswith(_FIRST, head):
         return None
-    if cuts is None:
-        cuts = deltas.cuts(text)
     starts = [head, *cuts[bisect.bisect_right(cuts, head) :]]
     # The last element ends where a parser says; the array's ']' must follow it.
     last = text[starts[-1] :]

@@ -27,12 +27,14 @@ from procella.state import deltas, pieces
 
 Json = dict[str, Any]
 
-# The resource members replay reads (``journal._check_resource`` checks each of them).
+# The resource members replay reads, by type (``journal._check_resource`` checks them).
+# Go accepts null for each (it leaves the zero value).
+STRING_MEMBERS = ("parent", "provider", "deletedWith", "viewOf", "extensionRef", "snippetID")
+BOOL_MEMBERS = ("delete", "pendingReplacement", "taint", "refreshBeforeUpdate")
+URN_LIST_MEMBERS = ("dependencies", "aliases", "replaceWith")
 READ_MEMBERS = frozenset(
-    (
-        *("urn", "parent", "provider", "deletedWith", "viewOf", "extensionRef", "snippetID"),
-        *("delete", "pendingReplacement", "taint", "refreshBeforeUpdate"),
-        *("dependencies", "aliases", "replaceWith", "propertyDependencies", "resourceHooks"),
+    {"urn", "propertyDependencies", "resourceHooks"}.union(
+        STRING_MEMBERS, BOOL_MEMBERS, URN_LIST_MEMBERS
     )
 )
 # Stored texts nest no deeper than this (they were checked when stored); a text that does
@@ -52,7 +54,7 @@ class TextResource:
 
     def get(self, name: str, default: Any = None) -> Any:
         if name not in READ_MEMBERS:
-            raise KeyError(f"replay reads no '{name}' of a base resource")
+            raise KeyError(f"replay reads no '{name}' of a resource kept as text")
         return self._members.get(name, default)
 
     def __getitem__(self, name: str) -> Any:
