@@ -1,22 +1,27 @@
 """Deltas between checkpoint texts: computed, stored compactly, applied.
 
 A checkpoint step is stored as the edits from the previous text to the new one. The CLI's
-delta checkpoints already are such edits; for whole checkpoints (and a journal's rebuilt
-state) the server finds them itself. States list one resource after another, and a step
-changes a few of them (plus the manifest's time near the start), so the diff aligns the
-two texts on resource boundaries and compares whole resources: linear in the text, in C
-(bytes comparison, hashing), with Python work per resource, not per byte.
+delta checkpoints already are such edits; for whole checkpoints the server finds them
+itself (``diff_at``). States list one resource after another, and a step changes a few of
+them (plus the manifest's time near the start), so the texts are aligned on resource
+boundaries and compared a whole resource at a time: linear in the text, in C (bytes
+comparison, hashing), with Python work per resource, not per byte.
+
+A journal's rebuilt state is stored as an ``Assembly`` of its base instead: ranges of the
+base and new bytes. Replay writes resources in the order their steps finished, not the
+base's, so an update that changes 10 resources of 1000 moves most of the others; edits
+would repeat every moved resource, where a range of the base costs 16 bytes.
 """
 
 from __future__ import annotations
 
 import bisect
-import difflib
 import hashlib
 import itertools
 import re
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from procella.state.checkpoints import TextEdit
 
@@ -27,30 +32,78 @@ _BOUNDARY = b'{"urn":"'
 _SMALL = 4096
 _CHUNK = 65536
 _HEADER = struct.Struct("<QQQ")
+# A stored Assembly starts with a header no edit has (it would span 16 EiB); then each of
+# its parts is a range (start, end) of the old text or (_MARK, length) and new bytes.
+_MARK = 2**64 - 1
+_PART = struct.Struct("<QQ")
 
 
-def diff(old: bytes, new: bytes) -> list[TextEdit]:
-    """Edits that turn ``old`` into ``new`` (``apply_text_edits(old, diff(old, new)) == new``).
+@dataclass(frozen=True)
+class Assembly:
+    """A new text made of ``parts``: a ``(start, end)`` range of the old text, or new bytes."""
 
-    The parts between the common prefix and suffix are matched by their digests, so no
-    copy of either text is made beside the edits (the texts may be 100 MB).
+    parts: tuple[tuple[int, int] | bytes, ...]
+
+
+Delta = Sequence[TextEdit] | Assembly
+
+
+def assemble(old: bytes, new: bytes) -> Assembly:
+    """``new`` as ranges of ``old`` and new bytes (``apply_chain(old, [it]) == new``): its
+    resources are matched to equal ones of ``old`` by their digests, wherever they are.
+
+    Only digests and offsets are kept beside the texts (which may be 100 MB), and each run
+    of resources that follow each other in both texts becomes one range.
     """
     prefix = _common_prefix(old, new)
     suffix = _common_suffix(old, new, prefix)
     old_end, new_end = len(old) - suffix, len(new) - suffix
-    if old_end == prefix and new_end == prefix:
-        return []
+    parts = _Parts(new)
+    parts.copy(0, prefix)
     if old_end - prefix < _SMALL or new_end - prefix < _SMALL:
-        return [TextEdit(prefix, old_end, new[prefix:new_end])]
-    old_starts, new_starts = _boundaries(old, prefix, old_end), _boundaries(new, prefix, new_end)
-    old_parts, new_parts = _digests(old, old_starts), _digests(new, new_starts)
-    matcher = difflib.SequenceMatcher(None, old_parts, new_parts, autojunk=False)
-    edits: list[TextEdit] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag != "equal":
-            start, end = old_starts[i1], old_starts[i2]
-            edits.append(TextEdit(start, end, new[new_starts[j1] : new_starts[j2]]))
-    return edits
+        parts.add(prefix, new_end)
+    else:
+        old_starts = _boundaries(old, prefix, old_end)
+        new_starts = _boundaries(new, prefix, new_end)
+        found: dict[bytes, int] = {}
+        for i, digest in enumerate(_digests(old, old_starts)):
+            found.setdefault(digest, i)
+        for j, digest in enumerate(_digests(new, new_starts)):
+            at = found.get(digest)
+            if at is None:
+                parts.add(new_starts[j], new_starts[j + 1])
+            else:
+                parts.copy(old_starts[at], old_starts[at + 1])
+    parts.copy(old_end, len(old))
+    return parts.assembly()
+
+
+class _Parts:
+    """An Assembly as it is built: adjacent ranges of the old text, and of the new text's
+    own bytes, are joined as they come."""
+
+    def __init__(self, new: bytes) -> None:
+        self._new = memoryview(new)
+        self._parts: list[tuple[bool, int, int]] = []  # (copied from old?, start, end)
+
+    def copy(self, start: int, end: int) -> None:
+        self._append(True, start, end)
+
+    def add(self, start: int, end: int) -> None:
+        self._append(False, start, end)
+
+    def _append(self, copied: bool, start: int, end: int) -> None:
+        if start == end:
+            return
+        if self._parts and self._parts[-1][0] == copied and self._parts[-1][2] == start:
+            self._parts[-1] = (copied, self._parts[-1][1], end)
+        else:
+            self._parts.append((copied, start, end))
+
+    def assembly(self) -> Assembly:
+        return Assembly(
+            tuple((a, b) if copied else bytes(self._new[a:b]) for copied, a, b in self._parts)
+        )
 
 
 # Where the elements of a resources array after its first start (one past the comma).
@@ -179,16 +232,29 @@ def _digests(text: bytes, starts: Sequence[int]) -> list[bytes]:
     ]
 
 
-def encode(edits: Sequence[TextEdit]) -> bytes:
-    """Edits as stored: for each, start, end and length (little-endian u64), then the text."""
-    parts = []
-    for edit in edits:
-        parts.append(_HEADER.pack(edit.start, edit.end, len(edit.new_text)))
-        parts.append(edit.new_text)
-    return b"".join(parts)
+def encode(delta: Delta) -> bytes:
+    """A delta as stored. Edits: for each, start, end and length (little-endian u64), then
+    the text. An Assembly: the header (_MARK, 0, 0), then its parts (see _MARK)."""
+    out = []
+    if isinstance(delta, Assembly):
+        out.append(_HEADER.pack(_MARK, 0, 0))
+        for part in delta.parts:
+            if isinstance(part, bytes):
+                out.extend((_PART.pack(_MARK, len(part)), part))
+            else:
+                out.append(_PART.pack(*part))
+        return b"".join(out)
+    for edit in delta:
+        if edit.start == _MARK:  # no text is that long: the edit was not checked against one
+            raise ValueError("an edit cannot start at 2**64 - 1")
+        out.extend((_HEADER.pack(edit.start, edit.end, len(edit.new_text)), edit.new_text))
+    return b"".join(out)
 
 
-def decode(data: bytes) -> list[TextEdit]:
+def decode(data: bytes) -> Delta:
+    """A stored delta (raises struct.error when it is cut short)."""
+    if data[: _HEADER.size] == _HEADER.pack(_MARK, 0, 0):
+        return _decode_assembly(data, _HEADER.size)
     edits = []
     at = 0
     while at < len(data):
@@ -199,26 +265,60 @@ def decode(data: bytes) -> list[TextEdit]:
     return edits
 
 
-def apply_chain(base: bytes, chain: Sequence[Sequence[TextEdit]]) -> bytes:
+def _decode_assembly(data: bytes, at: int) -> Assembly:
+    parts: list[tuple[int, int] | bytes] = []
+    while at < len(data):
+        start, end = _PART.unpack_from(data, at)
+        at += _PART.size
+        if start == _MARK:
+            parts.append(data[at : at + end])
+            at += end
+        else:
+            parts.append((start, end))
+    return Assembly(tuple(parts))
+
+
+def apply_chain(base: bytes, chain: Sequence[Delta]) -> bytes:
     """Apply deltas one after the other (each one's offsets are into the text before it).
 
-    The text is kept as a list of views into the base and the edits' texts, so a delta
+    The text is kept as a list of views into the base and the deltas' texts, so a delta
     costs work in the number of pieces, not a copy of the whole text; only the final join
-    copies. Raises ValueError for an edit outside the text or edits that overlap.
+    copies. Raises ValueError for an edit or range outside the text, or edits that overlap.
     """
     pieces: list[memoryview] = [memoryview(base)]
-    for edits in chain:
+    for delta in chain:
+        if isinstance(delta, Assembly):
+            pieces = _assembled(pieces, delta)
+            continue
         # From the last edit back: earlier offsets stay valid while later ones are applied.
         # Sorted stably forward, then walked backward (not sorted with reverse=True, which
         # keeps ties in their given order): insertions at one offset then end up in the
         # order they were sent, as in apply_text_edits and gotextdiff.
         last = None
-        for edit in reversed(sorted(edits, key=lambda e: (e.start, e.end))):
+        for edit in reversed(sorted(delta, key=lambda e: (e.start, e.end))):
             if last is not None and edit.end > last:
                 raise ValueError(f"edit spans overlap at offset {edit.end}")
             pieces = _replace(pieces, edit)
             last = edit.start
     return b"".join(pieces)
+
+
+def _assembled(pieces: list[memoryview], assembly: Assembly) -> list[memoryview]:
+    starts = list(itertools.accumulate((len(p) for p in pieces), initial=0))
+    out: list[memoryview] = []
+    for part in assembly.parts:
+        if isinstance(part, bytes):
+            out.append(memoryview(part))
+            continue
+        start, end = part
+        if not 0 <= start <= end <= starts[-1]:
+            raise ValueError(f"range {start}..{end} is outside the text ({starts[-1]} bytes)")
+        i = bisect.bisect_right(starts, start) - 1
+        while start < end:
+            stop = min(end, starts[i + 1])
+            out.append(pieces[i][start - starts[i] : stop - starts[i]])
+            start, i = stop, i + 1
+    return out
 
 
 def _replace(pieces: list[memoryview], edit: TextEdit) -> list[memoryview]:

@@ -256,7 +256,8 @@ class States:
         state, entries = await self._replay(base.text, update)
         digest = cp.sha256_hex(state.text)
         if row is not None and not overlaid:
-            edits = deltas.encode(await asyncio.to_thread(deltas.diff, base.text, state.text))
+            assembly = await asyncio.to_thread(deltas.assemble, base.text, state.text)
+            edits = deltas.encode(assembly)
             chain = row.chain_bytes + len(edits)
             if chain <= max(len(state.text) // 2, MIN_DELTA_CHAIN):
                 self.texts.cache.put(digest, state.text, update.stack_id)
@@ -323,9 +324,11 @@ def _count_resources(text: bytes) -> int | None:
         return None
 
 
-def _carry(known: pieces.Pieces, chain: list[list[cp.TextEdit]], text: bytes) -> pieces.Pieces:
-    for edits in chain:
-        known = pieces.carry(known, edits, [])
+def _carry(known: pieces.Pieces, chain: list[deltas.Delta], text: bytes) -> pieces.Pieces | None:
+    for delta in chain:
+        if isinstance(delta, deltas.Assembly):
+            return None  # a rebuilt journal state: not a step whose pieces were validated
+        known = pieces.carry(known, delta, [])
     return pieces.Pieces(known.level, known.spans, deltas.cuts(text))
 
 

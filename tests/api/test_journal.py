@@ -363,6 +363,43 @@ async def test_unchanged_states_are_stored_as_references_to_the_base(
     assert kept["state"] == retyped and "procellaBaseResource" not in kept
 
 
+async def test_a_change_whose_steps_finish_in_another_order_stores_only_the_change(
+    api: Api, stack: str, app: quart_typing.TestAppProtocol
+) -> None:
+    """Replay writes resources in the order their steps finished: the CLI's `same` steps
+    finish in any order, so the rebuilt state lists the base's resources moved about. It
+    is stored as ranges of the base, not as edits that repeat every moved resource."""
+    first = await journaled(api)
+    names = [f"r{i:03d}" for i in range(200)]
+    entries = [journal_entry(SECRETS, 1, secretsProvider=SECRETS_PROVIDER)]
+    for i, name in enumerate(names):
+        entries += create(2 + 2 * i, 1 + i, resource_state(name, outputs={"pad": "x" * 2000}))
+    await assert_ok(await api.journal(first, entries), 204)
+    await assert_ok(await api.complete(first), 204)
+    base = (await state_of(api, stack))["deployment"]["resources"]
+
+    second = await journaled(api)
+    order = list(reversed(range(len(base))))
+    changed = {**base[50], "outputs": {"pad": "y" * 2000}}
+    steps = [
+        journal_entry(SUCCESS, 1 + n, 1 + n, state=changed if i == 50 else base[i], removeOld=i)
+        for n, i in enumerate(order)
+    ]
+    await assert_ok(await api.journal(second, steps), 204)
+    await assert_ok(await api.complete(second), 204)
+    after = (await state_of(api, stack))["deployment"]["resources"]
+    assert after == [changed if i == 50 else base[i] for i in order]
+    async with services_of(app).meta.read() as conn:
+        row = await conn.fetchone(
+            "SELECT SUM(LENGTH(edits)) FROM checkpoint_deltas WHERE version = ?",
+            (second.version,),
+        )
+    assert row is not None
+    # The state is about 420 KB; the delta: the changed resource, the last one (the only
+    # one without a comma after it), the manifest, and 16 bytes for each moved range.
+    assert 2000 < int(row[0]) < 3 * 2200 + 200 * 16
+
+
 async def test_a_client_cannot_send_a_base_reference(api: Api, stack: str) -> None:
     update = await journaled(api)
     entry = journal_entry(SUCCESS, 1, 1, removeOld=0, procellaBaseResource=0)

@@ -1,8 +1,9 @@
 """procella.state.deltas and the CLI's text edits (procella.state.checkpoints).
 
-The diff of ``a`` to ``b`` applied to ``a`` gives ``b``; deltas chain; the stored encoding
-gives back the same edits; and a chain rebuilds exactly the text the CLI's edits made
-when they were checked against its hash (``apply_text_edits``, gotextdiff's rules).
+``b`` assembled from ``a`` (and the diff of ``a`` to ``b``) applied to ``a`` gives ``b``;
+deltas of both kinds chain; the stored encoding gives back the same delta; and a chain
+rebuilds exactly the text the CLI's edits made when they were checked against its hash
+(``apply_text_edits``, gotextdiff's rules).
 """
 
 from __future__ import annotations
@@ -71,34 +72,60 @@ def state_chains(draw: st.DrawFn) -> list[bytes]:
 
 
 @given(state_chains())
-def test_the_diff_of_a_to_b_applied_to_a_is_b(texts: list[bytes]) -> None:
+def test_b_assembled_from_a_applied_to_a_is_b(texts: list[bytes]) -> None:
     a, b = texts[0], texts[1]
-    edits = deltas.diff(a, b)
-    assert deltas.apply_chain(a, [edits]) == b
-    assert apply_text_edits(a, edits) == b
-    assert sum(len(e.new_text) for e in edits) <= len(b)
+    assembly = deltas.assemble(a, b)
+    assert deltas.apply_chain(a, [assembly]) == b
+    assert sum(len(p) for p in assembly.parts if isinstance(p, bytes)) <= len(b)
     if a == b:
-        assert edits == []
+        assert all(isinstance(p, tuple) for p in assembly.parts)
 
 
-@given(state_chains())
-def test_deltas_chain(texts: list[bytes]) -> None:
-    chain = [deltas.diff(texts[i], texts[i + 1]) for i in range(len(texts) - 1)]
+@given(state_chains(), st.lists(st.booleans(), min_size=4, max_size=4))
+def test_deltas_of_both_kinds_chain(texts: list[bytes], assembled: list[bool]) -> None:
+    chain = [
+        deltas.assemble(a, b) if whole else deltas.diff_at(a, b, deltas.cuts(a), deltas.cuts(b))
+        for (a, b), whole in zip(itertools.pairwise(texts), assembled, strict=False)
+    ]
     assert deltas.apply_chain(texts[0], chain) == texts[-1]
-    # Every prefix of the chain rebuilds its own step.
+    # Every prefix of the chain rebuilds its own step, from the stored deltas too.
+    stored = [deltas.decode(deltas.encode(delta)) for delta in chain]
     for i in range(len(chain)):
         assert deltas.apply_chain(texts[0], chain[: i + 1]) == texts[i + 1]
+        assert deltas.apply_chain(texts[0], stored[: i + 1]) == texts[i + 1]
 
 
-@given(state_chains())
-def test_stored_deltas_decode_to_the_same_edits(texts: list[bytes]) -> None:
-    chain = [deltas.decode(deltas.encode(deltas.diff(a, b))) for a, b in itertools.pairwise(texts)]
-    assert deltas.apply_chain(texts[0], chain) == texts[-1]
+assemblies = st.builds(
+    deltas.Assembly,
+    st.lists(
+        st.tuples(st.integers(0, 2**64 - 2), st.integers(0, 2**64 - 1)) | st.binary(max_size=9),
+        max_size=6,
+    ).map(tuple),
+)
+
+
+@given(assemblies)
+def test_an_assembly_is_stored_and_read_back(assembly: deltas.Assembly) -> None:
+    assert deltas.decode(deltas.encode(assembly)) == assembly
+
+
+@given(st.binary(max_size=20), assemblies)
+def test_an_assembly_applies_only_inside_its_text(base: bytes, assembly: deltas.Assembly) -> None:
+    inside = all(isinstance(p, bytes) or 0 <= p[0] <= p[1] <= len(base) for p in assembly.parts)
+    if not inside:
+        with pytest.raises(ValueError):
+            deltas.apply_chain(base, [assembly])
+        return
+    expected = b"".join(p if isinstance(p, bytes) else base[p[0] : p[1]] for p in assembly.parts)
+    assert deltas.apply_chain(base, [assembly]) == expected
+    # Over a text made of several pieces (an earlier delta), too.
+    split = [TextEdit(len(base) // 2, len(base) // 2, b"")]
+    assert deltas.apply_chain(base, [split, assembly]) == expected
 
 
 edits_strategy = st.lists(
     st.builds(
-        TextEdit, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.binary(max_size=20)
+        TextEdit, st.integers(0, 2**64 - 2), st.integers(0, 2**64 - 1), st.binary(max_size=20)
     ),
     max_size=6,
 )
