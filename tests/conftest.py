@@ -30,6 +30,8 @@ from pathlib import Path
 
 import hypothesis
 import pytest
+from quart import Quart
+from quart.testing import TestApp
 from quart.typing import TestAppProtocol, TestClientProtocol
 
 from procella import create_app
@@ -51,6 +53,16 @@ hypothesis.settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
 
+
+class _PatientTestApp(TestApp):
+    """Quart's test app waits 6 s for the app to start or stop (migrations, the blob
+    store, the first GC cycle); on a loaded CI machine that has run out."""
+
+    def __init__(self, app: Quart, startup_timeout: int = 60, shutdown_timeout: int = 60) -> None:
+        super().__init__(app, startup_timeout, shutdown_timeout)
+
+
+Quart.test_app_class = _PatientTestApp
 
 # Fixture -> the markers of the servers it starts (directly or through the fixtures it uses).
 SERVER_MARKERS = {
