@@ -43,6 +43,10 @@ _READ_ATTEMPTS = 3
 # A journal's state is stored as a delta unless the chain behind it is longer than this or
 # half the text.
 MIN_DELTA_CHAIN = 64 * 1024
+# ... and at most this many deltas of versions follow a full text: each costs a reader that
+# does not hold the text a query, an apply and a SHA-256 of the whole text, however small
+# the delta (an assembly of a change to a large stack is a few KB).
+MAX_DELTA_LINKS = 8
 # Journal entries read per query when a journal is replayed (a few MB of a large stack's).
 _ENTRY_PAGE = 256
 # Updates whose base digests a replica keeps (32 bytes per resource each).
@@ -258,8 +262,9 @@ class States:
         if row is not None and not overlaid:
             assembly = await asyncio.to_thread(deltas.assemble, base.text, state.text)
             edits = deltas.encode(assembly)
-            chain = row.chain_bytes + len(edits)
-            if chain <= max(len(state.text) // 2, MIN_DELTA_CHAIN):
+            limit = max(len(state.text) // 2, MIN_DELTA_CHAIN)
+            chain = row.chain_bytes + max(len(edits), limit // MAX_DELTA_LINKS)
+            if chain <= limit:
                 self.texts.cache.put(digest, state.text, update.stack_id)
                 step = checkpoint_q.Step(
                     1, digest, len(state.text), chain, state.resource_count, edits, row.version

@@ -400,6 +400,37 @@ async def test_a_change_whose_steps_finish_in_another_order_stores_only_the_chan
     assert 2000 < int(row[0]) < 3 * 2200 + 200 * 16
 
 
+async def test_a_full_text_is_stored_again_after_eight_small_deltas(
+    api: Api, stack: str, app: quart_typing.TestAppProtocol
+) -> None:
+    """However small each update's delta, a reader that does not hold the text rebuilds it
+    through at most eight of them."""
+    first = await journaled(api)
+    await assert_ok(await api.journal(first, first_update_entries()), 204)
+    await assert_ok(await api.complete(first), 204)
+    for size in range(2, 13):
+        old = urns(await state_of(api, stack)).index("a")
+        update = await journaled(api)
+        changed = resource_state("a", outputs={"name": "a", "size": size})
+        entry = journal_entry(SUCCESS, 1, 1, state=changed, removeOld=old)
+        await assert_ok(await api.journal(update, [entry]), 204)
+        await assert_ok(await api.complete(update), 204)
+    async with services_of(app).meta.read() as conn:
+        rows = await conn.fetchall("SELECT version, base_version FROM checkpoints ORDER BY version")
+    bases = {int(version): base for version, base in rows}
+    assert [v for v, base in bases.items() if base is None] == [1, 10]  # stored whole
+
+    def links(version: int) -> int:
+        base = bases[version]
+        return 0 if base is None else 1 + links(int(base))
+
+    assert max(links(v) for v in bases) == 8
+    for version in (9, 12):
+        resources = (await state_of(api, stack, version))["deployment"]["resources"]
+        [a] = [r for r in resources if r["urn"].endswith("::a")]
+        assert a["outputs"]["size"] == version
+
+
 async def test_a_client_cannot_send_a_base_reference(api: Api, stack: str) -> None:
     update = await journaled(api)
     entry = journal_entry(SUCCESS, 1, 1, removeOld=0, procellaBaseResource=0)
