@@ -36,6 +36,7 @@ _HEADER = struct.Struct("<QQQ")
 # its parts is a range (start, end) of the old text or (_MARK, length) and new bytes.
 _MARK = 2**64 - 1
 _PART = struct.Struct("<QQ")
+_ASSEMBLY_HEADER = _HEADER.pack(_MARK, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def encode(delta: Delta) -> bytes:
     the text. An Assembly: the header (_MARK, 0, 0), then its parts (see _MARK)."""
     out = []
     if isinstance(delta, Assembly):
-        out.append(_HEADER.pack(_MARK, 0, 0))
+        out.append(_ASSEMBLY_HEADER)
         for part in delta.parts:
             if isinstance(part, bytes):
                 out.extend((_PART.pack(_MARK, len(part)), part))
@@ -253,7 +254,7 @@ def encode(delta: Delta) -> bytes:
 
 def decode(data: bytes) -> Delta:
     """A stored delta (raises struct.error when it is cut short)."""
-    if data[: _HEADER.size] == _HEADER.pack(_MARK, 0, 0):
+    if data.startswith(_ASSEMBLY_HEADER):
         return _decode_assembly(data, _HEADER.size)
     edits = []
     at = 0
