@@ -109,7 +109,9 @@ async def open_services(settings: Settings, *, bootstrap: bool = True) -> Servic
             updates=UpdateService(
                 meta, stacks, states, settings.lease_max_seconds, settings.journaling
             ),
-            secrets=SecretsService(stacks, crypto),
+            secrets=SecretsService(
+                stacks, crypto, stable_across_updates=settings.secrets_stable_across_updates
+            ),
             oidc=OidcService(meta, auth, settings),
         )
     except BaseException:

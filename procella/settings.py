@@ -121,6 +121,14 @@ class Settings:
         "the embedded default generates one in data_dir when it is empty.",
         secret=True,
     )
+    secrets_stable_across_updates: bool = _setting(
+        True,
+        "During updates a plaintext encrypts to one ciphertext for the stack's whole history, "
+        "so an unchanged secret (such as the Python SDK's dynamic provider, sent again at "
+        "every update) leaves the state unchanged and a small change stays small. Off, "
+        "ciphertexts repeat only within one update: nothing shows that a secret kept its "
+        "value across updates, but every resource holding a secret changes at every update.",
+    )
     admin_token: str = _setting(
         "",
         "Token of the built-in site administrator. "

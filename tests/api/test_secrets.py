@@ -66,18 +66,32 @@ async def test_during_an_update_a_plaintext_keeps_its_ciphertext(api: Api, stack
     assert await api.encrypt_one(A, b"password") == first[1]  # the per-value route too
     assert await decrypt_all(api, A, second) == [b"provider", b"new", b"password", b"provider"]
 
-    # Another update: new ciphertexts, so nothing links the values across updates.
+    # Another update: the same ciphertexts, so an unchanged secret leaves the state as it was.
     await assert_ok(await api.complete(update), 204)
     after = await encrypt_all(api, A, [b"provider", b"provider"])  # no update: random
     assert len({after[0], after[1], first[0]}) == 3
     later = await api.started(A)
-    again = await encrypt_all(api, A, [b"provider", b"password"])
-    assert again[0] not in (first[0], *after) and again[1] != first[1]
-    assert await encrypt_all(api, A, [b"password"]) == [again[1]]
+    assert await encrypt_all(api, A, [b"provider", b"password"]) == first
     # Old ciphertexts, random or made during an earlier update, still decrypt.
     old = await decrypt_all(api, A, [*first, *after])
     assert old == [b"provider", b"password", b"provider", b"provider"]
     await assert_ok(await api.complete(later), 204)
+
+
+async def test_ciphertexts_can_be_kept_to_one_update(custom_app) -> None:
+    """With ``secrets_stable_across_updates`` off, nothing links a value across updates."""
+    async with custom_app(secrets_stable_across_updates=False) as (_, api):
+        await api.new_stack(A)
+        update = await api.started(A)
+        first = await encrypt_all(api, A, [b"provider", b"password"])
+        assert await encrypt_all(api, A, [b"password", b"provider"]) == first[::-1]
+        await assert_ok(await api.complete(update), 204)
+        later = await api.started(A)
+        again = await encrypt_all(api, A, [b"provider", b"password"])
+        assert again[0] != first[0] and again[1] != first[1]
+        assert await encrypt_all(api, A, [b"password"]) == [again[1]]
+        assert await decrypt_all(api, A, [*first, *again]) == [b"provider", b"password"] * 2
+        await assert_ok(await api.complete(later), 204)
 
 
 async def test_update_scoped_ciphertexts_stay_per_stack(api: Api, stacks) -> None:
