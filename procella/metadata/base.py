@@ -40,9 +40,9 @@ class UniqueViolation(Exception):
 class Connection(Protocol):
     """One database session inside a transaction, as the portable queries see it.
 
-    SQL uses ``?`` placeholders and two tokens the backend rewrites: ``NOW_MS`` (the
-    database clock in epoch milliseconds) and ``FOR UPDATE`` (dropped where the whole
-    database is locked by the transaction anyway).
+    SQL uses ``?`` placeholders and tokens the backend rewrites: ``NOW_MS`` (the database
+    clock in epoch milliseconds), and ``FOR UPDATE`` and ``FOR KEY SHARE`` (dropped where the
+    whole database is locked by the transaction anyway).
 
     ``dialect`` ("sqlite" or "postgres") lets a hot-path query use one statement where the
     backend can run it; everything else is the same SQL on both.

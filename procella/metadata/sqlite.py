@@ -29,7 +29,7 @@ from procella.metadata.base import GONE, Connection, Row, UniqueViolation
 log = logging.getLogger(__name__)
 
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-_FOR_UPDATE = re.compile(r"\s+FOR UPDATE( OF \w+)?( SKIP LOCKED)?")
+_FOR_UPDATE = re.compile(r"\s+FOR (UPDATE|KEY SHARE)( OF \w+)?( SKIP LOCKED)?")
 _READERS = 4
 _BUSY_TIMEOUT_MS = 30_000
 

@@ -372,7 +372,7 @@ class UpdateService:
         for attempt in range(2):
             try:
                 async with self.meta.transaction() as conn:
-                    await event_q.insert_many(conn, update.id, rows, states)
+                    await event_q.insert_many(conn, update.stack_id, update.id, rows, states)
                 return
             except NotFound:
                 # A state the GC collected between our read and our reference (it had been

@@ -30,6 +30,7 @@ from procella.settings import Settings
 from procella.state.cache import CheckpointCache
 from procella.state.states import States
 from procella.state.texts import CheckpointTexts
+from procella.updates import events as stored_events
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
         )
     pruned = 0
     if settings.event_retention_days > 0:
-        async with meta.transaction() as conn:
-            pruned = await gc_q.prune_events(conn, int(settings.event_retention_days * _DAY_MS))
+        pruned = await prune_events(meta, int(settings.event_retention_days * _DAY_MS))
     pruned_states = await prune_event_states(meta)
     pruned_audit = 0
     if settings.audit_retention_days > 0:
@@ -77,6 +77,32 @@ async def run_gc_once(meta: MetadataStore, blobs: BlobStore, settings: Settings)
         if count:
             metrics.GC_COLLECTED.labels(item).inc(count)
     return report
+
+
+async def prune_events(meta: MetadataStore, age_ms: int) -> int:
+    """Delete the engine events of updates that ended over ``age_ms`` ago, a stack at a
+    time, and the stack's references to the states its remaining events no longer use.
+
+    A stack keeps one reference per state its events use (``events.insert_many``), so the
+    references are swept against all its retained events, with the stack locked against
+    new events meanwhile: a batch that found a reference in place must not lose it.
+    """
+    async with meta.read() as conn:
+        stack_ids = await gc_q.stacks_with_events_before(conn, age_ms)
+    pruned = 0
+    for stack_id in stack_ids:
+        async with meta.transaction() as conn:
+            # Locked for update: new events of the stack (FOR KEY SHARE) wait till we commit.
+            if await stack_q.get_by_id(conn, stack_id, lock=True) is None:
+                continue  # deleted meanwhile, with its events
+            pruned += await gc_q.delete_events_before(conn, stack_id, age_ms)
+            used: set[str] = set()
+            for update_id in await gc_q.updates_with_events(conn, stack_id):
+                for refs in await gc_q.state_refs(conn, update_id):
+                    used.update(digest for _, digest in stored_events.decode_refs(refs))
+            unused = await gc_q.stack_states(conn, stack_id) - used
+            await gc_q.drop_stack_states(conn, stack_id, sorted(unused))
+    return pruned
 
 
 async def prune_event_states(meta: MetadataStore) -> int:

@@ -17,6 +17,7 @@ from procella.metadata.postgres import PostgresStore
 from procella.metadata.queries import auth as auth_q
 from procella.metadata.queries import checkpoints as checkpoint_q
 from procella.metadata.queries import events as event_q
+from procella.metadata.queries import gc as gc_q
 from procella.metadata.queries import new_id
 from procella.metadata.queries import stacks as stack_q
 from procella.metadata.queries import updates as update_q
@@ -246,7 +247,7 @@ async def test_events_insert_is_idempotent(meta: MetadataStore) -> None:
                 event_q.StoredEvent(0, "k", '{"a":0}', None),
                 event_q.StoredEvent(1, "k", '{"a":null}', '[[5,"d"]]'),
             ]
-            await event_q.insert_many(conn, update_id, events, {"d": '{"s":1}'})
+            await event_q.insert_many(conn, stack_id, update_id, events, {"d": '{"s":1}'})
     async with meta.read() as conn:
         assert await event_q.page(conn, update_id, -1, 10) == [
             (0, '{"a":0}', None),
@@ -255,13 +256,48 @@ async def test_events_insert_is_idempotent(meta: MetadataStore) -> None:
         assert await event_q.states(conn, ["d", "e"]) == {"d": '{"s":1}'}
 
 
+async def test_new_events_wait_while_the_gc_sweeps_their_stack(
+    store_factory: StoreFactory, meta: MetadataStore
+) -> None:
+    """The GC drops a stack's reference to a state its retained events do not use, holding
+    the stack (``FOR UPDATE``). A batch of events that finds the reference in place
+    stores none of its own, so it must wait: had it committed meanwhile, the GC would drop
+    the reference under it and then collect the state its event needs."""
+    stack_id = await make_stack(meta)
+    update_id = await start_update(meta, stack_id)
+    other = store_factory()
+    await other.open()
+    try:
+        async with other.transaction() as conn:
+            await event_q.insert_many(
+                conn, stack_id, update_id, [event_q.StoredEvent(0, "k", "{}", None)], {"d": "{}"}
+            )
+
+        async def insert_event_using_d() -> None:
+            async with other.transaction() as conn:
+                event = event_q.StoredEvent(1, "k", '{"a":null}', '[[5,"d"]]')
+                await event_q.insert_many(conn, stack_id, update_id, [event], {"d": "{}"})
+
+        async with meta.transaction() as conn:
+            assert await stack_q.get_by_id(conn, stack_id, lock=True) is not None
+            batch = asyncio.create_task(insert_event_using_d())
+            await asyncio.sleep(0.5)
+            assert not batch.done()
+            await gc_q.drop_stack_states(conn, stack_id, ["d"])  # no event used d yet
+        await batch
+    finally:
+        await other.close()
+    async with meta.read() as conn:
+        assert await gc_q.stack_states(conn, stack_id) == {"d"}
+
+
 async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -> None:
     stack_id = await make_stack(meta)
     update_id = await start_update(meta, stack_id)
     async with meta.transaction() as conn:
         await stack_q.replace_tags(conn, stack_id, {"a": "b"})
         await event_q.insert_many(
-            conn, update_id, [event_q.StoredEvent(0, "k", "{}", '[[0,"d"]]')], {"d": "{}"}
+            conn, stack_id, update_id, [event_q.StoredEvent(0, "k", "{}", '[[0,"d"]]')], {"d": "{}"}
         )
         await checkpoint_q.put(conn, stack_id, 1, update_id, StoredText("s", 1, b"x", None), 0)
         await stack_q.delete(conn, stack_id)
@@ -270,7 +306,7 @@ async def test_deleting_a_stack_deletes_what_hangs_off_it(meta: MetadataStore) -
             row = await conn.fetchone(f"SELECT COUNT(*) FROM {table}")
             assert row == (0,), table
         assert await conn.fetchone("SELECT COUNT(*) FROM update_events") == (0,)
-        assert await conn.fetchone("SELECT COUNT(*) FROM event_state_refs") == (0,)
+        assert await conn.fetchone("SELECT COUNT(*) FROM stack_event_states") == (0,)
         # The state itself may be another stack's too: the GC collects it once unreferenced.
         assert await conn.fetchone("SELECT COUNT(*) FROM event_states") == (1,)
 
@@ -334,6 +370,44 @@ async def test_replicas_starting_together_migrate_once(store_factory: StoreFacto
     dialect = "postgres" if isinstance(stores[0], PostgresStore) else "sqlite"
     everything = [name for name, _ in migrations.load(dialect)]
     assert sorted(applied, key=len) == [[], [], everything]
+
+
+async def test_migration_0009_keeps_each_stack_s_event_states(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """References per (update, state) become one per (stack, state), none lost."""
+    store = store_factory()
+    await store.open()
+    try:
+        load = migrations.load
+        monkeypatch.setattr(migrations, "load", lambda d: [m for m in load(d) if m[0] < "0009"])
+        await store.migrate()
+        stack_id = await make_stack(store)
+        other_stack = await make_stack(store, name="other")
+        updates = []
+        for stack in (stack_id, stack_id, other_stack):
+            updates.append(await start_update(store, stack))
+            async with store.transaction() as conn:
+                await conn.execute(
+                    "UPDATE updates SET status = 'succeeded' WHERE id = ?", (updates[-1],)
+                )
+        async with store.transaction() as conn:
+            for digest in ("a", "b", "c"):
+                await conn.execute(
+                    "INSERT INTO event_states (digest, body) VALUES (?, '{}')", (digest,)
+                )
+            for update_id, digest in zip(updates * 2, ["a", "a", "a", "b", "c", "c"], strict=True):
+                await conn.execute(
+                    "INSERT INTO event_state_refs (update_id, digest) VALUES (?, ?)",
+                    (update_id, digest),
+                )
+        monkeypatch.setattr(migrations, "load", load)
+        assert await store.migrate() == ["0009_stack_event_states.sql"]
+        async with store.read() as conn:
+            assert await gc_q.stack_states(conn, stack_id) == {"a", "b", "c"}
+            assert await gc_q.stack_states(conn, other_stack) == {"a", "c"}
+    finally:
+        await store.close()
 
 
 async def test_cancelled_requests_leave_the_store_usable(meta: MetadataStore) -> None:

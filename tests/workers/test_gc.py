@@ -163,12 +163,15 @@ async def test_step_states_go_with_the_last_events_that_refer_to_them(app: AppUn
     await assert_ok(await api.events(recent, kept), 204)
     await assert_ok(await api.complete(recent), 204)
     assert await count_rows(app, "event_states") == 3
+    # One reference per state of the stack: `a` repeated by the second update adds none.
+    assert await count_rows(app, "stack_event_states") == 3
     await execute(
         app, "UPDATE updates SET ended_at = NOW_MS - ? WHERE id = ?", 100 * 86_400_000, old.id
     )
 
     report = await gc(app, event_retention_days=90)
     assert report.pruned_event_states == 1  # type: ignore[attr-defined]  # b's, in old alone
+    assert await count_rows(app, "stack_event_states") == 2
     listed = await (await api.call("GET", f"{recent.path}/events")).get_json()
     assert listed["events"] == kept
 

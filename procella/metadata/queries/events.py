@@ -19,20 +19,25 @@ class StoredEvent:
 
 async def insert_many(
     conn: Connection,
+    stack_id: str,
     update_id: str,
     events: Sequence[StoredEvent],
     states: Mapping[str, str] | None = None,
 ) -> None:
-    """Store the events and the states they refer to (digest -> text); an event whose
-    sequence is stored already, or a state stored already, is left alone.
+    """Store the events of one of the stack's updates and the states they refer to (digest
+    -> text); an event whose sequence is stored already, or a state stored already, is left
+    alone.
 
     One statement per table for the whole batch (the CLI sends up to 50 events in one). The
     caller keeps batches small enough for SQLite's variable limit.
     """
     if not events:
         return
+    # The GC's sweep of the stack's references locks the stack for update: it must not
+    # drop a reference this batch relies on but has not committed yet (workers/gc.py).
+    await conn.fetchone("SELECT id FROM stacks WHERE id = ? FOR KEY SHARE", (stack_id,))
     if states:
-        await _insert_states(conn, update_id, states)
+        await _insert_states(conn, stack_id, states)
     rows = ", ".join("(?, ?, ?, ?, ?)" for _ in events)
     params = [
         value for e in events for value in (update_id, e.sequence, e.kind, e.body, e.state_refs)
@@ -44,7 +49,7 @@ async def insert_many(
     )
 
 
-async def _insert_states(conn: Connection, update_id: str, states: Mapping[str, str]) -> None:
+async def _insert_states(conn: Connection, stack_id: str, states: Mapping[str, str]) -> None:
     digests = list(states)
     marks = ", ".join("?" for _ in digests)
     # Most states of an update are known (its `same` steps'): send only the new ones.
@@ -59,11 +64,12 @@ async def _insert_states(conn: Connection, update_id: str, states: Mapping[str, 
             "ON CONFLICT (digest) DO NOTHING",
             [value for d in new for value in (d, states[d])],
         )
-    # The references keep the states from the GC while the update's events exist.
+    # The references keep the states from the GC while the stack's events use them. Most
+    # exist already (the stack's earlier updates made them): those cost no write.
     await conn.execute(
-        f"INSERT INTO event_state_refs (update_id, digest) VALUES "
-        f"{', '.join('(?, ?)' for _ in digests)} ON CONFLICT (update_id, digest) DO NOTHING",
-        [value for d in digests for value in (update_id, d)],
+        f"INSERT INTO stack_event_states (stack_id, digest) VALUES "
+        f"{', '.join('(?, ?)' for _ in digests)} ON CONFLICT (stack_id, digest) DO NOTHING",
+        [value for d in digests for value in (stack_id, d)],
     )
 
 
