@@ -85,10 +85,14 @@ async def prune_events(meta: MetadataStore, age_ms: int) -> int:
 
     A stack keeps one reference per state its events use (``events.insert_many``), so the
     references are swept against all its retained events, with the stack locked against
-    new events meanwhile: a batch that found a reference in place must not lose it.
+    new events meanwhile: a batch that found a reference in place must not lose it. That
+    sweep reads all the stack's events, so a stack is pruned only once its oldest events
+    are a tenth of the retention (at most a day) past it: about once a day, not at every
+    cycle in which one more update crosses the line.
     """
     async with meta.read() as conn:
-        stack_ids = await gc_q.stacks_with_events_before(conn, age_ms)
+        due = age_ms + min(_DAY_MS, age_ms // 10)
+        stack_ids = await gc_q.stacks_with_events_before(conn, due)
     pruned = 0
     for stack_id in stack_ids:
         async with meta.transaction() as conn:

@@ -17,6 +17,7 @@ from procella.settings import Settings
 from procella.workers.gc import BLOB_PREFIX, run_gc_once
 from tests.helpers import (
     Api,
+    Update,
     assert_ok,
     compact,
     count_rows,
@@ -145,6 +146,30 @@ async def test_events_of_old_updates_are_pruned(app: AppUnderTest) -> None:
     assert [e["sequence"] for e in listed["events"]] == [0]
     report = await gc(app, event_retention_days=0)  # 0 keeps events forever
     assert report.pruned_events == 0  # type: ignore[attr-defined]
+
+
+async def test_a_stack_s_old_events_go_together_about_once_a_day(app: AppUnderTest) -> None:
+    """Pruning sweeps all the stack's events (its references to states): it waits until
+    the oldest events are a day past the retention, then takes all that are past it."""
+    api = Api(app.test_client())
+    await api.new_stack(STACK)
+    updates = []
+    for _ in range(3):
+        updates.append(await api.started(STACK))
+        await assert_ok(await api.events(updates[-1], [stdout_event(0)]), 204)
+        await assert_ok(await api.complete(updates[-1]), 204)
+    day_ms = 86_400_000
+
+    async def ended_days_ago(update: Update, days: float) -> None:
+        sql = "UPDATE updates SET ended_at = NOW_MS - ? WHERE id = ?"
+        await execute(app, sql, int(days * day_ms), update.id)
+
+    await ended_days_ago(updates[0], 90.9)
+    await ended_days_ago(updates[1], 90.2)
+    assert (await gc(app, event_retention_days=90)).pruned_events == 0  # type: ignore[attr-defined]
+    await ended_days_ago(updates[0], 91.1)
+    assert (await gc(app, event_retention_days=90)).pruned_events == 2  # type: ignore[attr-defined]
+    assert await count_rows(app, "update_events") == 1
 
 
 async def test_step_states_go_with_the_last_events_that_refer_to_them(app: AppUnderTest) -> None:
