@@ -7,7 +7,8 @@ checkpoint is new, every secret of it goes to `batch-encrypt` again, while the j
 of an older resource keeps that resource's first ciphertexts. With a fresh random nonce per
 encryption the two snapshots then differ, and the CLI reports an ``errorEvent`` "snapshot
 mismatch ... Ciphertext: A != B" yet exits 0 (Automation API callers see the event). Procella
-gives one plaintext one ciphertext within an update (procella/secrets/service.py).
+gives one plaintext one ciphertext within an update, and by default across the stack's
+updates (procella/secrets/service.py).
 `things` stores every dynamic provider as a secret; a secret config value (which the CLI also
 hands to the dynamic provider as its config) and two secret stack outputs add more.
 """
@@ -22,7 +23,7 @@ from typing import Any
 from names import Names
 
 from procella_testing.processes import Result
-from procella_testing.pulumi_cli import PulumiCLI, Stack, engine_changes, root_outputs
+from procella_testing.pulumi_cli import PulumiCLI, Stack, engine_changes, resources, root_outputs
 
 SECRET = "s3cr3t-config-value"
 
@@ -50,6 +51,11 @@ def run_clean(stack: Stack, *args: str) -> dict[str, int]:
     return engine_changes(result)
 
 
+def by_urn(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The state's resources by URN (an update lists them in the order its steps ended)."""
+    return {r["urn"]: r for r in resources(state)}
+
+
 def test_updates_with_secrets_report_no_snapshot_mismatch(
     pulumi: PulumiCLI, names: Names, project_dir: Path
 ) -> None:
@@ -57,8 +63,12 @@ def test_updates_with_secrets_report_no_snapshot_mismatch(
     stack.ok("config", "set", "--secret", "secret", SECRET)
 
     assert run_clean(stack, "up") == {"create": 8}
-    # Nothing changes: every secret is serialized again, from the state the CLI decrypted.
+    created = by_urn(stack.export())
+    # Nothing changes: every secret is serialized again, from the state the CLI decrypted,
+    # and the dynamic provider, a secret the SDK makes anew at every run, is sent to
+    # `batch-encrypt` again. Each gets the ciphertext it had, so no resource's state changes.
     assert run_clean(stack, "up") == {"same": 8}
+    assert by_urn(stack.export()) == created
     assert run_clean(stack, "refresh") == {"same": 8}
 
     stack.ok("config", "set", "generation", "2")
