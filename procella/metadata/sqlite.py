@@ -130,8 +130,8 @@ class SqliteStore:
         # the file. The data deleted is kept elsewhere anyway (the stored state).
         await db.execute("PRAGMA secure_delete = OFF")
         # A statement that inserts many rows into random places of an index (an events
-        # batch's state references) journals the pages it changes; past 64 KiB that
-        # journal is a temporary file, written at every batch (12 MB for one update).
+        # batch's state references, when each update had its own) journals the pages it
+        # changes; past 64 KiB that journal is a temporary file (12 MB for one update).
         await db.execute("PRAGMA temp_store = MEMORY")
         self._all.append(db)
         return db
