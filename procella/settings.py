@@ -190,8 +190,8 @@ class Settings:
     )
     event_retention_days: float = _setting(
         90.0,
-        "Engine events of updates that ended longer ago are deleted (a stack's at once, "
-        "within a tenth of this, at most a day, after its oldest pass it). 0 keeps them.",
+        "Engine events of updates that ended longer ago are deleted, a stack's together once "
+        "its oldest are a tenth of this (at most a day) past it. 0 keeps them.",
     )
     auth_cache_seconds: float = _setting(
         5.0,

@@ -101,6 +101,7 @@ async def prune_events(meta: MetadataStore, age_ms: int) -> int:
                 continue  # deleted meanwhile, with its events
             pruned += await gc_q.delete_events_before(conn, stack_id, age_ms)
             used: set[str] = set()
+            # An update's references at a time: a stack's 90 days of events can be millions.
             for update_id in await gc_q.updates_with_events(conn, stack_id):
                 for refs in await gc_q.state_refs(conn, update_id):
                     used.update(digest for _, digest in stored_events.decode_refs(refs))
